@@ -1,0 +1,23 @@
+"""Errors with messages a user can act on. The CLI prints them as one line and exits 2."""
+
+from __future__ import annotations
+
+
+class AttnguideError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug."""
+
+
+class ConfigError(AttnguideError, ValueError):
+    """A bad argument, recipe key or parameter value."""
+
+
+class PluginError(AttnguideError):
+    """A plugin is unknown, invalid, or failed while running a hook."""
+
+
+class ParserError(AttnguideError):
+    """A prompt cannot be parsed or a parser model is missing."""
+
+
+class ModelLoadError(AttnguideError):
+    """A model id, path or checkpoint cannot be loaded."""

@@ -1,0 +1,201 @@
+"""Typed values that travel between the stations of the data path.
+
+parse -> bind -> align -> capture -> loss -> update. Each station takes and returns one of
+these; none of them reaches into another station's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a parsed prompt, with its dependency arc normalised to Universal Dependencies.
+
+    Attributes:
+        index: position of the word in ``ParsedPrompt.words`` (0-based).
+        text: the word as it appears in the prompt.
+        start, end: character span in the prompt, ``prompt[start:end] == text``.
+        upos: universal POS tag (``NOUN``, ``ADJ``, ``PROPN`` ...).
+        head: index of the head word, or ``-1`` for the root.
+        deprel: UD dependency label (``amod``, ``nmod``, ``obl:npmod`` ...), lower case.
+        lemma: the lemma when the parser gives one, else ``text.lower()``.
+    """
+
+    index: int
+    text: str
+    start: int
+    end: int
+    upos: str
+    head: int
+    deprel: str
+    lemma: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A dependency parse of one prompt, in UD vocabulary, produced by a parser plugin."""
+
+    prompt: str
+    words: tuple[Word, ...]
+    parser: str = ""
+
+    def children(self, index: int) -> list[Word]:
+        """Words whose head is ``index``, in prompt order."""
+        return [w for w in self.words if w.head == index]
+
+
+@dataclass(frozen=True)
+class WordRef:
+    """A word of a binding before alignment: its index in the parse and its text and span."""
+
+    index: int
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An entity (noun) with the modifiers that belong to it; modifiers may be empty."""
+
+    entity: WordRef
+    modifiers: tuple[WordRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlignedWord:
+    """A word of a binding mapped to its text-encoder token positions.
+
+    ``tokens`` are positions in the encoder's input sequence (position 0 is the start token),
+    one per BPE piece of the word; a word that was truncated away has no aligned form.
+    """
+
+    text: str
+    tokens: tuple[int, ...]
+    start: int = -1
+    end: int = -1
+
+
+@dataclass(frozen=True)
+class AlignedBinding:
+    """A binding whose words carry token positions."""
+
+    entity: AlignedWord
+    modifiers: tuple[AlignedWord, ...] = ()
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Every token position of the binding (modifiers first, entity last)."""
+        out: list[int] = []
+        for word in (*self.modifiers, self.entity):
+            out.extend(word.tokens)
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entity": {"text": self.entity.text, "tokens": list(self.entity.tokens)},
+            "modifiers": [{"text": m.text, "tokens": list(m.tokens)} for m in self.modifiers],
+        }
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """Token-level view of one prompt for the losses.
+
+    Attributes:
+        prompt: the text.
+        pieces: the BPE piece of every position, ``pieces[0]`` the start token.
+        prompt_positions: positions of the prompt's own tokens (no start/end/padding),
+            ``1 .. n`` for a prompt of ``n`` tokens after truncation.
+        eot_position: position of the end-of-text token.
+    """
+
+    prompt: str
+    pieces: tuple[str, ...]
+    prompt_positions: tuple[int, ...]
+    eot_position: int
+
+
+@dataclass
+class PromptAnalysis:
+    """Everything the losses know about one prompt: parse, bindings and token positions.
+
+    ``bindings`` holds every entity, with or without modifiers; ``attribute_bindings`` only
+    those that have modifiers (what SynGen guides on); ``entities`` each entity once.
+    """
+
+    prompt: str
+    tokens: PromptTokens
+    bindings: list[AlignedBinding] = field(default_factory=list)
+    parsed: ParsedPrompt | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def attribute_bindings(self) -> list[AlignedBinding]:
+        return [b for b in self.bindings if b.modifiers]
+
+    @property
+    def entities(self) -> list[AlignedWord]:
+        return [b.entity for b in self.bindings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "words": [w.__dict__ for w in self.parsed.words] if self.parsed else [],
+            "bindings": [b.to_dict() for b in self.bindings],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class LossTerm:
+    """What a loss plugin returns for one guided step.
+
+    Attributes:
+        value: scalar tensor with a graph back to the latents (float32).
+        step_size: alpha_t of the plugin at this step; the engine descends on
+            ``sum(weight * step_size * value)``.
+        refine_below: if set, and ``value`` is above it, the engine runs iterative refinement
+            (update, forward, recompute) until it is not, as Attend-and-Excite does.
+        max_refinement: cap on refinement iterations.
+        logs: extra scalars to record for this step (floats).
+    """
+
+    value: torch.Tensor
+    step_size: float = 1.0
+    refine_below: float | None = None
+    max_refinement: int = 20
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GuidanceContext:
+    """Per image, per step view handed to loss plugins.
+
+    Attributes:
+        step: denoising step index ``i`` (0-based).
+        num_steps: total denoising steps ``T``.
+        timestep: the scheduler's timestep value at this step.
+        image_index: index of the image in the run.
+        analysis: the prompt's bindings and token positions.
+        state: this plugin's private state for this image, kept across steps of one run.
+        refinement: 0 for the first evaluation of a step, k for the k-th refinement pass.
+    """
+
+    step: int
+    num_steps: int
+    timestep: int | float
+    image_index: int
+    analysis: PromptAnalysis
+    state: dict[str, Any]
+    refinement: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """``step / num_steps`` - where a step window is evaluated."""
+        return self.step / max(self.num_steps, 1)
