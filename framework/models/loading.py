@@ -35,3 +35,54 @@ def _not_found(model: str, exc: Exception) -> str:
 
 def is_single_file(model: str) -> bool:
     return Path(model).suffix in SINGLE_FILE_SUFFIXES
+
+
+def load_pipeline(
+    model: str,
+    *,
+    scheduler: str | None = None,
+    dtype: str = "float32",
+    config: str | None = None,
+    local_files_only: bool | None = None,
+) -> Any:
+    """A ``StableDiffusionPipeline`` for ``model``.
+
+    Args:
+        model: ``"tiny"`` (embedded random-weight model), a local diffusers directory, a hub
+            id (``CompVis/stable-diffusion-v1-4``), or a single-file ``.safetensors``/``.ckpt``.
+        scheduler: short scheduler name (``ddim``, ``pndm``, ``euler`` ...) to swap in.
+        dtype: ``float32``, ``float16`` or ``bfloat16`` weights.
+        config: for single-file checkpoints, the diffusers config (hub id or local dir).
+        local_files_only: default: true when ``HF_HUB_OFFLINE`` is set.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    if model == "tiny":
+        from attnguide.models.tiny import tiny_pipeline
+
+        pipe = tiny_pipeline()
+    else:
+        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+        if torch_dtype is None:
+            raise ModelLoadError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
+        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "safety_checker": None}
+        if local_files_only is not None:
+            kwargs["local_files_only"] = local_files_only
+        try:
+            if is_single_file(model):
+                if not Path(model).is_file():
+                    raise FileNotFoundError(f"no such checkpoint file {model}")
+                pipe = StableDiffusionPipeline.from_single_file(model, config=config, **kwargs)
+            else:
+                pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - diffusers/hub raise many types
+            raise ModelLoadError(_not_found(model, exc)) from None
+        pipe.set_progress_bar_config(disable=True)
+    if scheduler:
+        from attnguide.models.schedulers import make_scheduler
+
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    return pipe

@@ -1,0 +1,198 @@
+"""Capture of cross-attention maps: an ``AttentionStore`` and the processors that fill it.
+
+Only the selected cross-attention layers get a capturing processor, and it computes an explicit
+softmax only while the store is capturing; otherwise (and on every other layer) the pipeline's
+own processor - PyTorch SDPA by default - runs untouched. ``capture_attention`` installs the
+full processor dict and restores the originals afterwards, also when the body raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+class AttentionStore:
+    """Accumulates cross-attention probabilities of one forward pass.
+
+    Args:
+        resolution: keep layers whose query grid is ``resolution x resolution`` (16 for SD 1.x
+            at 512 px). ``None`` keeps every captured layer (then ``layers`` should be given).
+        layers: optional processor names (e.g. ``"up_blocks.1.attentions.0.transformer_blocks
+            .0.attn2.processor"``) to restrict capture to.
+
+    After a capturing forward, ``maps()`` returns ``[batch, tokens, H, W]``: the probabilities
+    averaged over every recorded head of every recorded layer (what the SynGen and A&E
+    references aggregate), for the rows selected by ``rows``.
+    """
+
+    def __init__(self, resolution: int | None = 16, layers: Sequence[str] | None = None) -> None:
+        self.resolution = resolution
+        self.layers = frozenset(layers) if layers else None
+        self.capturing = False
+        self.rows: slice = slice(None)
+        self.recorded_layers: list[str] = []
+        self._sum: torch.Tensor | None = None
+        self._heads = 0
+        self._grid: tuple[int, int] | None = None
+
+    def wants(self, name: str, num_pixels: int) -> bool:
+        """Whether a layer named ``name`` with ``num_pixels`` queries is recorded now."""
+        if not self.capturing:
+            return False
+        if self.layers is not None and name not in self.layers:
+            return False
+        return self.resolution is None or num_pixels == self.resolution * self.resolution
+
+    def reset(self) -> None:
+        self.recorded_layers = []
+        self._sum = None
+        self._heads = 0
+        self._grid = None
+
+    def record(self, name: str, probs_head_sum: torch.Tensor, heads: int, grid: tuple[int, int]) -> None:
+        """Add one layer: ``probs_head_sum: [batch, pixels, tokens]`` summed over ``heads``."""
+        if self._grid is not None and grid != self._grid:
+            raise ValueError(
+                f"attention layer {name} has a {grid[0]}x{grid[1]} grid but earlier captured layers "
+                f"are {self._grid[0]}x{self._grid[1]}; select layers of one resolution"
+            )
+        self._grid = grid
+        self._sum = probs_head_sum if self._sum is None else self._sum + probs_head_sum
+        self._heads += heads
+        self.recorded_layers.append(name)
+
+    def maps(self) -> torch.Tensor:
+        """``[batch, tokens, H, W]`` float32 average over recorded layers and heads."""
+        if self._sum is None or self._grid is None:
+            raise RuntimeError(
+                "no cross-attention layer was captured: check attention.resolution "
+                f"({self.resolution}) against the model's latent size, or name layers explicitly"
+            )
+        avg = (self._sum / self._heads).float()
+        batch, _, tokens = avg.shape
+        h, w = self._grid
+        return avg.reshape(batch, h, w, tokens).permute(0, 3, 1, 2)
+
+    @contextlib.contextmanager
+    def capture(self, rows: slice = slice(None)) -> Iterator[AttentionStore]:
+        """Record during the body; ``rows`` picks batch rows (e.g. the conditional half)."""
+        self.reset()
+        self.capturing, self.rows = True, rows
+        try:
+            yield self
+        finally:
+            self.capturing, self.rows = False, slice(None)
+
+
+class CapturingAttnProcessor:
+    """Cross-attention processor that records softmax probabilities when its store asks.
+
+    When not recording it calls the wrapped original processor, so plain forwards keep the
+    pipeline's fast path (SDPA) and give bit-identical results.
+    """
+
+    def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
+        self.name = name
+        self.store = store
+        self.original = original
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        pixels = _num_pixels(hidden_states)
+        if encoder_hidden_states is None or not self.store.wants(self.name, pixels):
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    def _explicit(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        temb: torch.Tensor | None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+            grid = (height, width)
+        else:
+            side = math.isqrt(hidden_states.shape[1])
+            grid = (side, hidden_states.shape[1] // side)
+        batch, pixels, _ = hidden_states.shape
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        scores_dtype = torch.float32 if attn.upcast_attention or attn.upcast_softmax else query.dtype
+        scores = torch.matmul(query.to(scores_dtype), key.to(scores_dtype).transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
+            scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).to(scores.dtype)
+        probs = scores.softmax(dim=-1)
+        # probs: [batch, heads, pixels, tokens]; the losses read the head sum of the chosen rows
+        self.store.record(self.name, probs[self.store.rows].sum(dim=1), heads, grid)
+        out = torch.matmul(probs.to(value.dtype), value)
+        out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def _num_pixels(hidden_states: torch.Tensor) -> int:
+    if hidden_states.ndim == 4:
+        return hidden_states.shape[2] * hidden_states.shape[3]
+    return hidden_states.shape[1]
+
+
+def is_cross_attention(name: str) -> bool:
+    """UNet processor names of cross-attention layers end in ``attn2.processor``."""
+    return name.endswith("attn2.processor")
+
+
+@contextlib.contextmanager
+def capture_attention(unet: Any, store: AttentionStore) -> Iterator[AttentionStore]:
+    """Install capturing processors on ``unet``'s cross-attention layers for the body.
+
+    ``set_attn_processor`` receives a full dict (capturing wrappers on cross-attention layers,
+    the originals elsewhere); the originals are restored on exit, also on error.
+    """
+    originals = dict(unet.attn_processors)
+    installed = {
+        name: CapturingAttnProcessor(name, store, proc) if is_cross_attention(name) else proc
+        for name, proc in originals.items()
+    }
+    unet.set_attn_processor(installed)
+    try:
+        yield store
+    finally:
+        unet.set_attn_processor(originals)

@@ -1,0 +1,37 @@
+"""Base class for callback plugins: observers of a run with Lightning-style hooks."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pydantic
+
+from attnguide.errors import ConfigError
+
+
+class CallbackParams(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class Callback:
+    """Subclass, set ``name`` and ``Params``, and implement any of the run hooks
+    (``on_run_start``, ``on_step_start``, ``on_step_end``, ``on_run_end``) marked with
+    ``attnguide.hookimpl``. An instance is made per run, so attributes are per-run state."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[CallbackParams]] = CallbackParams
+
+    def __init__(self, params: CallbackParams | dict[str, Any] | None = None) -> None:
+        if isinstance(params, self.Params):
+            self.params = params
+            return
+        try:
+            self.params = self.Params(**(params or {}))
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"parameter {'.'.join(str(p) for p in e['loc'])!r}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"callback plugin {self.name!r}: {problems}") from None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params.model_dump(mode="json")}
