@@ -20,6 +20,7 @@ class Callback:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[CallbackParams]] = CallbackParams
+    needs_analysis: ClassVar[bool] = False  # True: the run parses prompts for this callback
 
     def __init__(self, params: CallbackParams | dict[str, Any] | None = None) -> None:
         if isinstance(params, self.Params):

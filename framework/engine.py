@@ -139,7 +139,8 @@ class Engine:
         prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
         loss_plugins = build_losses(losses, self.pm.registry)
         callback_plugins = build_callbacks(callbacks, self.pm.registry)
-        per_prompt = self._analyses(prompt_list, analyses, bool(loss_plugins or callback_plugins))
+        needs = bool(loss_plugins) or any(c.needs_analysis for c in callback_plugins)
+        per_prompt = self._analyses(prompt_list, analyses, needs)
         records = [
             ImageRecord(index=i, prompt=p, seed=s, analysis=per_prompt.get(p))
             for i, (p, s) in enumerate(zip(prompt_list, seed_list))

@@ -56,6 +56,8 @@ class RunState:
         plugins: the run's loss and callback instances.
         plugin_state: ``{image index: {plugin name: state dict}}`` - what loss plugins see as
             ``ctx.state``.
+        artifacts: ``{image index: {suffix: value}}`` files callbacks want written next to
+            the image: a PIL image for ``*.png``, ``(tensors, metadata)`` for ``*.safetensors``.
     """
 
     config: dict[str, Any]
@@ -68,3 +70,4 @@ class RunState:
     plugins: list[Any] = field(default_factory=list)
     plugin_state: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[int, dict[str, Any]] = field(default_factory=dict)

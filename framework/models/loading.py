@@ -33,6 +33,10 @@ def _not_found(model: str, exc: Exception) -> str:
     )
 
 
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or is_single_file(model) or model.count("/") > 1
+
+
 def is_single_file(model: str) -> bool:
     return Path(model).suffix in SINGLE_FILE_SUFFIXES
 
@@ -66,9 +70,14 @@ def load_pipeline(
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
         if torch_dtype is None:
             raise ModelLoadError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
-        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "safety_checker": None}
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "safety_checker": None}
         if local_files_only is not None:
             kwargs["local_files_only"] = local_files_only
+        if _looks_like_path(model) and not Path(model).expanduser().exists():
+            raise ModelLoadError(
+                f"model path {model!r} does not exist: give a diffusers directory (with model_index.json), "
+                "a .safetensors/.ckpt file, 'tiny', or a hub id"
+            )
         try:
             if is_single_file(model):
                 if not Path(model).is_file():

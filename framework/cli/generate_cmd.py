@@ -1,0 +1,117 @@
+"""``attnguide generate``: one prompt (or a few), one method, images + metadata on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from attnguide.errors import ConfigError
+from attnguide.outputs import ensure_writable_dir
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate images with or without guidance")
+    p.add_argument("--model", default="tiny", help="'tiny', a hub id, a local diffusers dir or a .safetensors/.ckpt file")
+    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
+    p.add_argument("--seed", type=int, action="append", help="seed (repeat: one per image); default 0")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--scheduler", default=None, help="ddim, pndm, euler, euler_a, dpm, ... (default: the model's)")
+    p.add_argument("--method", default="none", help="'none' or a registered loss plugin (see `attnguide plugins`)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the method, e.g. --param step_size=10 (YAML values)")
+    p.add_argument("--parser", default="spacy", help="prompt parser for bindings (spacy, stanza, manual)")
+    p.add_argument("--parser-param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--heatmaps", action="store_true", help="save attention heat-map sheets next to the images")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--save-latents", action="store_true", help="also write <name>.latents.safetensors")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--precision", default="32-true", help="32-true (CPU), 16-mixed or bf16-mixed (CUDA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_key_values(items: list[str], what: str) -> dict[str, Any]:
+    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{what} {item!r}: value is not valid YAML ({exc})") from None
+    return out
+
+
+def _sampling(args: argparse.Namespace) -> Any:
+    from attnguide.sampling import SamplingConfig
+
+    fields = {
+        "steps": ("--steps", args.steps), "guidance_scale": ("--guidance-scale", args.guidance_scale),
+        "height": ("--height", args.height), "width": ("--width", args.width),
+        "negative_prompt": ("--negative-prompt", args.negative_prompt),
+        "images_per_prompt": ("--images-per-prompt", args.images_per_prompt),
+    }
+    try:
+        return SamplingConfig(**{k: v for k, (_, v) in fields.items()})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        flag = fields[str(err["loc"][0])][0]
+        hint = {"--height": "use a multiple of 8", "--width": "use a multiple of 8",
+                "--steps": "use 1 or more", "--guidance-scale": "use 0 or more"}.get(flag, "")
+        raise ConfigError(f"{flag} {err['input']!r}: {err['msg']}{'; ' + hint if hint else ''}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnguide.plugin_manager import make_plugin_manager
+    from attnguide.specs import build_losses
+
+    sampling = _sampling(args)
+    prompts = [p for p in args.prompt]
+    for p in prompts:
+        if not p.strip():
+            raise ConfigError("--prompt is empty: give the text to generate")
+    out_dir = ensure_writable_dir(Path(args.out))
+    pm = make_plugin_manager()
+    loss_spec = [] if args.method == "none" else [{"name": args.method, **parse_key_values(args.param, "--param")}]
+    build_losses(loss_spec, pm.registry)  # validate name and parameters before loading weights
+    return _generate(args, sampling, prompts, out_dir, pm, loss_spec)
+
+
+def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_dir: Path, pm: Any,
+              loss_spec: list[dict[str, Any]]) -> int:
+    from attnguide.engine import Engine
+    from attnguide.models.loading import load_pipeline
+    from attnguide.results import image_name, save_image
+    from attnguide.runtime import RuntimeConfig
+
+    started = time.perf_counter()
+    pipe = load_pipeline(args.model, scheduler=args.scheduler)
+    engine = Engine(
+        pipe, runtime=RuntimeConfig(accelerator=args.accelerator, precision=args.precision),
+        parser=args.parser, parser_params=parse_key_values(args.parser_param, "--parser-param"), plugin_manager=pm,
+    )
+    seeds = args.seed if args.seed else 0
+    callbacks = [{"name": "heatmaps", "out_dir": str(out_dir)}] if args.heatmaps else []
+    result = engine.generate(prompts, seeds if isinstance(seeds, int) else list(seeds), losses=loss_spec,
+                             callbacks=callbacks, sampling=sampling, progress=not args.quiet)
+    extra = {"model": args.model, "scheduler": args.scheduler or type(pipe.scheduler).__name__,
+             "method": args.method, "method_params": result.config["losses"]}
+    for i, record in enumerate(result.records):
+        name = image_name(record.prompt, record.seed, args.method if args.method != "none" else "")
+        extra["wall_time_s"] = time.perf_counter() - started
+        paths = save_image(result, i, out_dir, name, extra=extra, save_latents=args.save_latents)
+        print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
