@@ -203,7 +203,7 @@ class Engine:
         for i, t in enumerate(timesteps):
             call_each(run_pm.hook.on_step_start, run=run, step=i, timestep=t.item())
             if weights:
-                latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, len(timesteps))
+                latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, embeds, i, t, extra)
             run.latents = latents
             call_each(run_pm.hook.on_step_end, run=run, step=i, timestep=t.item(), latents=latents)
@@ -222,7 +222,9 @@ class Engine:
             if record.analysis is None:
                 raise ConfigError(f"prompt {record.prompt!r} has no analysis; guidance needs bindings")
             state = run.plugin_state.setdefault(b, {})
-            ctx = GuidanceContext(step, num_steps, t.item(), b, record.analysis, state)
+            ctx = GuidanceContext(
+                step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps)
+            )
 
             def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
                 with self.store.capture(), self.fabric.autocast():

@@ -179,7 +179,10 @@ class GuidanceContext:
 
     Attributes:
         step: denoising step index ``i`` (0-based).
-        num_steps: total denoising steps ``T``.
+        num_steps: the requested number of denoising steps ``T`` (step windows are fractions
+            of it: the references guide ``i < 25`` of 50 whatever the scheduler).
+        num_timesteps: length of the scheduler's timestep list (PNDM has ``T + 1``); the
+            Attend-and-Excite step-size schedule spans it, as the reference does.
         timestep: the scheduler's timestep value at this step.
         image_index: index of the image in the run.
         analysis: the prompt's bindings and token positions.
@@ -194,6 +197,11 @@ class GuidanceContext:
     analysis: PromptAnalysis
     state: dict[str, Any]
     refinement: int = 0
+    num_timesteps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.num_timesteps:
+            self.num_timesteps = self.num_steps
 
     @property
     def fraction(self) -> float:
