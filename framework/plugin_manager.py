@@ -74,7 +74,8 @@ class AttnguidePluginManager(pluggy.PluginManager):
         try:
             registered = self.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {label!r} is invalid: {exc}") from None
+            detail = " ".join(str(exc).split())
+            raise PluginError(f"plugin {label!r} is invalid: {detail}") from None
         except ValueError as exc:
             raise PluginError(f"plugin {label!r} cannot be registered: {exc}") from None
         _check_hook_names(plugin, label)
@@ -88,7 +89,7 @@ class AttnguidePluginManager(pluggy.PluginManager):
             ("parser", self.hook.attnguide_register_parsers),
             ("callback", self.hook.attnguide_register_callbacks),
         ):
-            for impl in reversed(hook.get_hookimpls()):
+            for impl in hook.get_hookimpls():  # registration order: built-ins first
                 source = impl.plugin_name
                 try:
                     classes = impl.function()
