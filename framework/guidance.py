@@ -42,11 +42,24 @@ def evaluate_terms(pm: Any, ctx: GuidanceContext, maps: torch.Tensor, weights: d
                 f"plugin {name!r} failed in hook attnguide_loss at step {ctx.step}: {type(exc).__name__}: {exc}"
             ) from exc
         if term is None:
+            _note_nothing_to_guide(impl.plugin, name, own)
             continue
         if not isinstance(term, LossTerm):
             raise PluginError(f"plugin {name!r} returned {type(term).__name__} from attnguide_loss, expected LossTerm")
         terms.append((name, weights.get(name, 1.0), term))
     return terms
+
+
+def _note_nothing_to_guide(plugin: Any, name: str, ctx: GuidanceContext) -> None:
+    """Warn once per plugin and image when a plugin inside its window has nothing to guide."""
+    in_window = getattr(plugin, "in_window", None)
+    if in_window is None or not in_window(ctx) or ctx.state.get("_nothing_to_guide"):
+        return
+    ctx.state["_nothing_to_guide"] = True
+    log.warning(
+        "loss plugin %r found nothing to guide in prompt %r at step %d (no usable bindings); "
+        "this image runs unguided by it", name, ctx.analysis.prompt, ctx.step,
+    )
 
 
 def _record(record: ImageRecord, ctx: GuidanceContext, terms: Terms) -> None:
