@@ -16,6 +16,10 @@ from typing import Any
 import torch
 
 
+class StopForward(Exception):
+    """Raised by the last captured layer of a truncated forward: the rest is not needed."""
+
+
 class AttentionStore:
     """Accumulates cross-attention probabilities of one forward pass.
 
@@ -34,6 +38,8 @@ class AttentionStore:
         self.resolution = resolution
         self.layers = frozenset(layers) if layers else None
         self.capturing = False
+        self.truncate = False
+        self.known_layers: tuple[str, ...] = ()
         self.rows: slice = slice(None)
         self.recorded_layers: list[str] = []
         self._sum: torch.Tensor | None = None
@@ -65,6 +71,8 @@ class AttentionStore:
         self._sum = probs_head_sum if self._sum is None else self._sum + probs_head_sum
         self._heads += heads
         self.recorded_layers.append(name)
+        if self.truncate and self.known_layers and name == self.known_layers[-1]:
+            raise StopForward
 
     def maps(self) -> torch.Tensor:
         """``[batch, tokens, H, W]`` float32 average over recorded layers and heads."""
@@ -79,14 +87,27 @@ class AttentionStore:
         return avg.reshape(batch, h, w, tokens).permute(0, 3, 1, 2)
 
     @contextlib.contextmanager
-    def capture(self, rows: slice = slice(None)) -> Iterator[AttentionStore]:
-        """Record during the body; ``rows`` picks batch rows (e.g. the conditional half)."""
+    def capture(self, rows: slice = slice(None), truncate: bool = False) -> Iterator[AttentionStore]:
+        """Record during the body; ``rows`` picks batch rows (e.g. the conditional half).
+
+        With ``truncate``, once the layer order is known (after one full capturing forward),
+        the forward is cut right after the last captured layer: ``StopForward`` is raised
+        there and swallowed here, so neither the forward nor the backward touches the later
+        (high-resolution, most expensive) blocks. Use it only when the UNet output is not
+        needed.
+        """
         self.reset()
-        self.capturing, self.rows = True, rows
+        self.capturing, self.rows, self.truncate = True, rows, truncate
+        completed = False
         try:
             yield self
+            completed = True
+        except StopForward:
+            pass
         finally:
-            self.capturing, self.rows = False, slice(None)
+            self.capturing, self.rows, self.truncate = False, slice(None), False
+        if completed and self.recorded_layers:
+            self.known_layers = tuple(self.recorded_layers)
 
 
 class CapturingAttnProcessor:
@@ -180,16 +201,23 @@ def is_cross_attention(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def capture_attention(unet: Any, store: AttentionStore) -> Iterator[AttentionStore]:
+def capture_attention(unet: Any, store: AttentionStore, classic: bool = False) -> Iterator[AttentionStore]:
     """Install capturing processors on ``unet``'s cross-attention layers for the body.
 
     ``set_attn_processor`` receives a full dict (capturing wrappers on cross-attention layers,
-    the originals elsewhere); the originals are restored on exit, also on error.
+    the originals elsewhere); the originals are restored on exit, also on error. ``classic``
+    replaces every processor by diffusers' explicit-softmax ``AttnProcessor`` first, as the
+    reference implementations run (for benchmarks of the reference style).
     """
     originals = dict(unet.attn_processors)
+    base = originals
+    if classic:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        base = {name: AttnProcessor() for name in originals}
     installed = {
         name: CapturingAttnProcessor(name, store, proc) if is_cross_attention(name) else proc
-        for name, proc in originals.items()
+        for name, proc in base.items()
     }
     unet.set_attn_processor(installed)
     try:

@@ -58,6 +58,13 @@ class Engine:
         parser: registered parser name used when losses need bindings; ``parser_params`` its
             settings.
         plugin_manager: a manager from ``make_plugin_manager()``; built when omitted.
+        truncate_guidance: stop the guidance forward right after the last captured layer
+            (same loss and gradient, less work). On by default.
+        gradient_checkpointing: recompute UNet activations in the guidance backward instead
+            of storing them (less memory, more time).
+        reference_style: run as the reference implementations do - classic attention in
+            every layer of every forward, full guidance forwards, and Attend-and-Excite's
+            repeated refinement forward. Same results; for benchmarks.
     """
 
     def __init__(
@@ -71,6 +78,9 @@ class Engine:
         parser_params: dict[str, Any] | None = None,
         plugin_manager: AttnguidePluginManager | None = None,
         fabric: Any = None,
+        truncate_guidance: bool = True,
+        gradient_checkpointing: bool = False,
+        reference_style: bool = False,
     ) -> None:
         self.pipe = pipe
         self.fabric = fabric or make_fabric(runtime)
@@ -79,6 +89,10 @@ class Engine:
         self.parser_name = parser
         self.parser_params = dict(parser_params or {})
         self._parser: Any = None
+        self.reference_style = reference_style
+        self.truncate_guidance = truncate_guidance and not reference_style
+        if gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False)
             module.eval()
@@ -149,7 +163,7 @@ class Engine:
         run.plugins = [*loss_plugins, *callback_plugins]
         run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
         weights = {p.name: p.weight for p in loss_plugins}
-        with capture_attention(self.pipe.unet, self.store):
+        with capture_attention(self.pipe.unet, self.store, classic=self.reference_style):
             latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
         images = self._decode(latents) if output_type == "pil" else []
         call_each(run_pm.hook.on_run_end, run=run, images=images)
@@ -227,11 +241,13 @@ class Engine:
             )
 
             def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
-                with self.store.capture(), self.fabric.autocast():
+                with self.store.capture(truncate=self.truncate_guidance), self.fabric.autocast():
                     unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=cond[b : b + 1], return_dict=False)
                 return self.store.maps()[0]
 
-            new, maps = guide_image(run_pm, ctx, latents[b : b + 1], maps_fn, weights, record)
+            new, maps = guide_image(
+                run_pm, ctx, latents[b : b + 1], maps_fn, weights, record, repeat_refinement_forward=self.reference_style
+            )
             if maps is not None:
                 run.guidance_maps.setdefault(step, {})[b] = maps.cpu()
             updated.append(new)

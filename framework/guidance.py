@@ -105,6 +105,7 @@ def guide_image(
     maps_fn: MapsFn,
     weights: dict[str, float],
     record: ImageRecord,
+    repeat_refinement_forward: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the guidance phase for one image.
 
@@ -125,6 +126,10 @@ def guide_image(
             return latent, None
         _record(record, ctx, terms)
         if _needs_refinement(terms):
+            if repeat_refinement_forward:
+                z = z.detach().requires_grad_(True)
+                maps = maps_fn(z)
+                terms = evaluate_terms(pm, ctx, maps, weights)
             z, maps, terms = _refine(pm, ctx, z, maps_fn, weights, record, terms)
         z = _update(pm, ctx, z, terms, record)
     return z, maps.detach()
