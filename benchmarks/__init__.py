@@ -1,0 +1,1 @@
+"""Benchmarks of attnguide (run from the repository root: ``python -m benchmarks.guidance``)."""

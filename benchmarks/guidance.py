@@ -1,0 +1,258 @@
+"""Guidance benchmark: optimised engine vs reference-style mode, in one process and one run.
+
+    python -m benchmarks.guidance --quick --json bench.json
+    python -m benchmarks.guidance --models tiny,mid --methods none,syngen,attend_excite --repeats 3
+
+Every configuration (model x method x mode) runs once as warm-up, then the repeats are
+interleaved (repeat 1 of every configuration, then repeat 2 ...) so drift hits all alike.
+Reported figures are medians; ratios compare configurations measured in this same run.
+Random weights: timings do not depend on weight values, so they are honest here; the images
+are noise. CI never asserts on these numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attnguide.engine import Engine
+from benchmarks.models import build
+
+PROMPT = "a pink sunflower and a yellow flamingo"
+SIZES = {"tiny": 256, "mid": 256, "sd15": 512}
+
+
+@dataclass
+class Sample:
+    seconds: float
+    guided: list[float] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)
+    peak_mb: float = 0.0
+    latents: torch.Tensor | None = None
+
+
+def _timer_callback() -> Any:
+    from attnguide.callbacks import Callback
+    from attnguide.hookspecs import hookimpl
+
+    class Timer(Callback):
+        name = "step_timer"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.start: dict[int, float] = {}
+            self.durations: dict[int, float] = {}
+
+        @hookimpl
+        def on_step_start(self, step: int) -> None:
+            _sync()
+            self.start[step] = time.perf_counter()
+
+        @hookimpl
+        def on_step_end(self, step: int) -> None:
+            _sync()
+            self.durations[step] = time.perf_counter() - self.start[step]
+
+    return Timer()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak CUDA allocation, or peak process RSS sampled every 2 ms on the CPU."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak = _rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc: Any) -> None:
+        if torch.cuda.is_available():
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+def run_once(engine: Engine, method: str, steps: int, size: int) -> Sample:
+    timer = _timer_callback()
+    losses = [] if method == "none" else _loss_spec(method)
+    with PeakMemory() as mem:
+        _sync()
+        start = time.perf_counter()
+        result = engine.generate(PROMPT, [0], steps=steps, height=size, width=size, losses=losses,
+                                 callbacks=[timer], progress=False)
+        _sync()
+        seconds = time.perf_counter() - start
+    guided_steps = {r["step"] for r in result.records[0].losses}
+    sample = Sample(seconds, peak_mb=mem.peak / 2**20, latents=result.latents)
+    for step, dur in timer.durations.items():
+        (sample.guided if step in guided_steps else sample.plain).append(dur)
+    return sample
+
+
+def _loss_spec(method: str) -> list[Any]:
+    if method == "syngen+attend_excite":
+        return ["syngen", "attend_excite"]
+    return [method]
+
+
+def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
+    from attnguide.runtime import RuntimeConfig
+
+    runtime = RuntimeConfig(precision=precision)
+    return {
+        "optimized": Engine(pipe, runtime=runtime, parser="spacy"),
+        "reference": Engine(pipe, runtime=runtime, reference_style=True, parser="spacy"),
+    }
+
+
+def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str) -> list[dict[str, Any]]:
+    pipe = build(name)
+    if precision != "32-true" and torch.cuda.is_available():
+        pipe.to(torch.float16 if precision.startswith("16") else torch.bfloat16)
+    engines = _engines(pipe, precision)
+    analysis = next(iter(engines.values())).analyse(PROMPT)
+    size = SIZES[name]
+    configs = [(m, mode) for m in methods for mode in engines]
+    samples: dict[tuple[str, str], list[Sample]] = {c: [] for c in configs}
+    for method, mode in configs:  # warm-up
+        _run_with_analysis(engines[mode], method, steps, size, analysis)
+    for r in range(repeats):
+        for method, mode in configs:
+            samples[(method, mode)].append(_run_with_analysis(engines[mode], method, steps, size, analysis))
+            print(f"  {name} {method} {mode} repeat {r + 1}: {samples[(method, mode)][-1].seconds:.2f} s",
+                  file=sys.stderr, flush=True)
+    return _rows(name, samples, steps)
+
+
+def _run_with_analysis(engine: Engine, method: str, steps: int, size: int, analysis: Any) -> Sample:
+    engine.analyse = lambda prompt, _a=analysis: _a  # type: ignore[method-assign]
+    return run_once(engine, method, steps, size)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int) -> list[dict[str, Any]]:
+    rows = []
+    for (method, mode), runs in samples.items():
+        other = samples.get((method, "reference" if mode == "optimized" else "optimized"))
+        diff = max(
+            (float((a.latents - b.latents).abs().max()) for a, b in zip(runs, other or []) if a.latents is not None),
+            default=None,
+        )
+        rows.append({
+            "model": model, "method": method, "mode": mode, "steps": steps,
+            "s_per_image": _median([s.seconds for s in runs]),
+            "s_per_guided_step": _median([d for s in runs for d in s.guided]),
+            "s_per_plain_step": _median([d for s in runs for d in s.plain]),
+            "peak_mem_mb": _median([s.peak_mb for s in runs]),
+            "max_latent_diff": diff,
+            "repeats": len(runs),
+        })
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Speed-up of optimised over reference per (model, method), and guided/plain ratios."""
+    out = []
+    by = {(r["model"], r["method"], r["mode"]): r for r in rows}
+    for (model, method, mode), row in by.items():
+        if mode != "optimized":
+            continue
+        ref = by.get((model, method, "reference"))
+        plain = by.get((model, "none", "optimized"))
+        entry = {"model": model, "method": method}
+        if ref and row["s_per_image"]:
+            entry["speedup_vs_reference"] = ref["s_per_image"] / row["s_per_image"]
+        if plain and row["s_per_guided_step"] and plain["s_per_plain_step"]:
+            entry["guided_step_over_plain_step"] = row["s_per_guided_step"] / plain["s_per_plain_step"]
+        if plain and row["peak_mem_mb"] and plain["peak_mem_mb"]:
+            entry["peak_mem_over_plain"] = row["peak_mem_mb"] / plain["peak_mem_mb"]
+        out.append(entry)
+    return out
+
+
+def environment() -> dict[str, Any]:
+    import diffusers
+
+    import attnguide
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return {
+        "device": device, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "attnguide": attnguide.__version__,
+        "python": platform.python_version(), "command": " ".join(["python -m benchmarks.guidance", *sys.argv[1:]]),
+        "note": "random weights: timings do not depend on weight values; images are noise",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.guidance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=None, help="comma list of tiny, mid, sd15 (sd15 needs CUDA)")
+    parser.add_argument("--methods", default="none,syngen,entropy_syngen,attend_excite,astar")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default=None, help="default: 32-true on CPU, 16-mixed on CUDA")
+    parser.add_argument("--quick", action="store_true", help="a subset that runs in about two minutes on a 2-core CPU")
+    parser.add_argument("--json", default=None, help="write rows, ratios and environment to this file")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    models = (args.models or ("tiny,mid,sd15" if cuda else "tiny,mid")).split(",")
+    methods = args.methods.split(",")
+    steps, repeats = args.steps, args.repeats
+    if args.quick:
+        models, methods = ["tiny", "mid"], ["none", "syngen", "attend_excite"]
+        steps, repeats = steps or 4, 1
+    precision = args.precision or ("16-mixed" if cuda else "32-true")
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        if model == "sd15" and not cuda:
+            print("skipping sd15: needs CUDA", file=sys.stderr)
+            continue
+        model_steps = steps or (50 if model == "sd15" else 10)
+        rows += bench_model(model, methods, model_steps, repeats, precision)
+    report = {"environment": environment(), "rows": rows, "ratios": ratios(rows)}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

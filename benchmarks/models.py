@@ -1,0 +1,70 @@
+"""Random-weight SD-architecture pipelines for timing. Timings do not depend on weight values,
+so random weights are honest here; images are noise."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from attnguide.models.tiny import SD_SCHEDULER_CONFIG, tiny_pipeline, tiny_vae
+from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+
+SD15_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+SD15_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+
+
+def sd15_unet(width: int = 320) -> UNet2DConditionModel:
+    """SD 1.5's UNet block layout; ``width=320`` is the real model, smaller is narrower."""
+    return UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(width, 2 * width, 4 * width, 4 * width),
+        layers_per_block=2,
+        down_block_types=SD15_DOWN,
+        up_block_types=SD15_UP,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=32 if width % 32 == 0 else 16,
+    )
+
+
+def sd_text_encoder(layers: int) -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=768, intermediate_size=3072, num_hidden_layers=layers,
+        num_attention_heads=12, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407,
+    ))
+
+
+def sd15_layout_pipeline(width: int, text_layers: int, seed: int = 0, full_vae: bool = False) -> StableDiffusionPipeline:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = sd15_unet(width)
+        text_encoder = sd_text_encoder(text_layers)
+        if full_vae:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+            )
+        else:
+            vae = tiny_vae()
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build(name: str) -> StableDiffusionPipeline:
+    """``tiny`` (256 px), ``mid`` (SD 1.5 layout, 1/5 width, 512 px), ``sd15`` (full size, 512 px)."""
+    if name == "tiny":
+        return tiny_pipeline()
+    if name == "mid":
+        return sd15_layout_pipeline(width=64, text_layers=2)
+    if name == "sd15":
+        return sd15_layout_pipeline(width=320, text_layers=12, full_vae=True)
+    raise ValueError(f"unknown benchmark model {name!r}: tiny, mid or sd15")
