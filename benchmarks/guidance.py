@@ -28,6 +28,7 @@ from attnguide.engine import Engine
 from benchmarks.models import build
 
 PROMPT = "a pink sunflower and a yellow flamingo"
+BINDINGS = {"sunflower": ["pink"], "flamingo": ["yellow"]}
 SIZES = {"tiny": 256, "mid": 256, "sd15": 512}
 
 
@@ -131,9 +132,10 @@ def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
     from attnguide.runtime import RuntimeConfig
 
     runtime = RuntimeConfig(precision=precision)
+    parser = {"parser": "manual", "parser_params": {"bindings": BINDINGS}}  # no parser model needed
     return {
-        "optimized": Engine(pipe, runtime=runtime, parser="spacy"),
-        "reference": Engine(pipe, runtime=runtime, reference_style=True, parser="spacy"),
+        "optimized": Engine(pipe, runtime=runtime, **parser),
+        "reference": Engine(pipe, runtime=runtime, reference_style=True, **parser),
     }
 
 
