@@ -17,6 +17,10 @@ SUBCOMMANDS: tuple[str, ...] = (
     "attnguide.cli.parse_cmd",
     "attnguide.cli.plugins_cmd",
     "attnguide.cli.recipe_cmds",
+    "attnguide.cli.datasets_cmd",
+    "attnguide.cli.evaluate_cmd",
+    "attnguide.cli.attention_cmd",
+    "attnguide.cli.report_cmd",
 )
 
 EXIT_USAGE = 2

@@ -1,0 +1,33 @@
+"""Evaluation metrics: CLIP similarity (full prompt, per noun phrase, A&E's minimum object,
+SynGen's per-phrase comparison) and a BLIP-VQA binding score, aggregated with bootstrap CIs.
+
+``evaluate_run`` is what ``attnguide evaluate`` calls; docs/evaluation.md describes each metric.
+"""
+
+from __future__ import annotations
+
+from attnguide.metrics.clip_score import ClipScorer, ClipScores
+from attnguide.metrics.evaluate import SCALARS, EvalResult, EvalSettings, evaluate_run
+from attnguide.metrics.models import DEFAULT_BLIP_VQA, DEFAULT_CLIP, load_blip_vqa, load_clip
+from attnguide.metrics.phrases import noun_phrases, split_phrases
+from attnguide.metrics.stats import Estimate, bootstrap_ci, phrase_preference
+from attnguide.metrics.vqa import BlipVqaScorer
+
+__all__ = [
+    "DEFAULT_BLIP_VQA",
+    "DEFAULT_CLIP",
+    "SCALARS",
+    "BlipVqaScorer",
+    "ClipScorer",
+    "ClipScores",
+    "Estimate",
+    "EvalResult",
+    "EvalSettings",
+    "bootstrap_ci",
+    "evaluate_run",
+    "load_blip_vqa",
+    "load_clip",
+    "noun_phrases",
+    "phrase_preference",
+    "split_phrases",
+]
