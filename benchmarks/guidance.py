@@ -150,6 +150,7 @@ def bench_model(name: str, methods: list[str], steps: int, repeats: int, precisi
     samples: dict[tuple[str, str], list[Sample]] = {c: [] for c in configs}
     for method, mode in configs:  # warm-up
         _run_with_analysis(engines[mode], method, steps, size, analysis)
+        print(f"  {name} {method} {mode} warm-up done", file=sys.stderr, flush=True)
     for r in range(repeats):
         for method, mode in configs:
             samples[(method, mode)].append(_run_with_analysis(engines[mode], method, steps, size, analysis))
@@ -241,19 +242,25 @@ def main(argv: list[str] | None = None) -> int:
         steps, repeats = steps or 4, 1
     precision = args.precision or ("16-mixed" if cuda else "32-true")
     rows: list[dict[str, Any]] = []
+    text = _write(args.json, rows)
     for model in models:
         if model == "sd15" and not cuda:
             print("skipping sd15: needs CUDA", file=sys.stderr)
             continue
         model_steps = steps or (50 if model == "sd15" else 10)
         rows += bench_model(model, methods, model_steps, repeats, precision)
-    report = {"environment": environment(), "rows": rows, "ratios": ratios(rows)}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+        text = _write(args.json, rows)  # after every model, so a cut-short run keeps its results
     print(text)
     return 0
+
+
+def _write(path: str | None, rows: list[dict[str, Any]]) -> str:
+    report = {"environment": environment(), "rows": rows, "ratios": ratios(rows)}
+    text = json.dumps(report, indent=2)
+    if path:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ class Engine:
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
             call_each(run_pm.hook.on_step_start, run=run, step=i, timestep=t.item())
-            if weights:
+            if weights and _any_active(run.plugins, i, cfg.steps):
                 latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, embeds, i, t, extra)
             run.latents = latents
@@ -282,3 +282,14 @@ class Engine:
         denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
         return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
 
+
+def _any_active(plugins: list[Any], step: int, num_steps: int) -> bool:
+    """Whether some loss may return a term at ``step``: the guidance forward is skipped
+    when every loss is outside its window (plugins without ``window`` count as active)."""
+    for plugin in plugins:
+        window = getattr(plugin, "window", None)
+        if not hasattr(plugin, "compute"):
+            continue  # a callback
+        if window is None or window[0] * num_steps <= step < window[1] * num_steps:
+            return True
+    return False

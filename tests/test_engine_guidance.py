@@ -134,3 +134,15 @@ def test_guidance_maps_are_kept_per_step_with_token_axis(engine, analysis):
     maps = result.run.guidance_maps[0][0]
     assert maps.shape == (77, 16, 16)
     assert torch.allclose(maps.sum(0), torch.ones(16, 16), atol=1e-4)
+
+
+def test_no_guidance_forward_runs_outside_every_window(engine, analysis):
+    calls = []
+    hook = engine.pipe.unet.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(args[0].shape[0]),
+                                                      with_kwargs=True)
+    try:
+        _run(engine, analysis, [Concentrate(window=(0.0, 0.25))], steps=4)
+    finally:
+        hook.remove()
+    # 4 CFG forwards (batch 2) and one guidance forward (batch 1) for the single guided step
+    assert sorted(calls) == [1, 2, 2, 2, 2]
