@@ -1,0 +1,49 @@
+"""The shipped recipes run end to end on the tiny model (their settings, few steps, small)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from attnguide.recipe import check_output_dir, load_recipe, shipped_recipes
+from attnguide.runner import run_recipe
+from recipe_helpers import plugins_in, registry, skip_unless_registered
+
+SD14 = sorted(name for name in shipped_recipes() if name.endswith("_sd14"))
+TINY_OVERRIDES = ["model=tiny", "sampling.steps=4", "sampling.height=256", "sampling.width=256"]
+
+
+def run_shipped(name, tmp_path, *overrides):
+    raw = yaml.safe_load(shipped_recipes()[name].read_text())
+    skip_unless_registered(plugins_in(raw))
+    loaded = load_recipe(name, [*overrides, f"output_dir={tmp_path}"], registry=registry())
+    check_output_dir(loaded, create=True)
+    summary = run_recipe(loaded, progress=False, report=lambda *_: None)
+    return loaded, summary
+
+
+@pytest.mark.parametrize("name", SD14)
+def test_sd14_recipe_runs_on_the_tiny_model_with_guidance(name, tmp_path):
+    loaded, summary = run_shipped(name, tmp_path, *TINY_OVERRIDES, "seeds=[0]",
+                                  f"prompts=[{yaml.safe_load(shipped_recipes()[name].read_text())['prompts'][0]}]")
+    assert (summary.written, summary.failed) == (1, 0), summary.failures
+    (meta_path,) = (loaded.run_dir / "default").glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["analysis"]["bindings"], "the parser found no bindings"
+    assert meta["config"]["losses"][0]["name"] == loaded.cells[0].losses[0]["name"]
+    assert any(term["step"] == 0 for term in meta["losses"]), "guidance did not run at step 0"
+
+
+def test_quickstart_runs_both_cells_with_heat_maps(tmp_path):
+    loaded, summary = run_shipped("quickstart", tmp_path, "sampling.steps=2", "seeds=[0]",
+                                  "prompts=[a pink sunflower and a yellow flamingo]")
+    assert (summary.written, summary.failed) == (2, 0), summary.failures
+    assert [c.name for c in loaded.cells] == ["method-none", "method-syngen"]
+    for cell in loaded.cells:
+        meta = json.loads((loaded.run_dir / cell.name / "a_pink_sunflower_and_a_yellow_flamingo_s0.json").read_text())
+        extra = set(meta["files"]) - {"image", "metadata"}
+        assert extra, f"no heat-map files next to the {cell.name} image"
+        assert all((loaded.run_dir / cell.name / name).is_file() for name in meta["files"].values())
+    assert (loaded.run_dir / "grids" / "a_pink_sunflower_and_a_yellow_flamingo.png").is_file()
