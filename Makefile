@@ -14,9 +14,12 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
-		|| $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+		|| { echo "installing torch==$(TORCH_VERSION)"; $(PY) -m pip install -q "torch==$(TORCH_VERSION)" > $(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }; }
 	@echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
-	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
+	@echo "installing attnguide and its dependencies (torch held at $(TORCH_VERSION)); log: $(VENV)/install.log"
+	@$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]" >> $(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
