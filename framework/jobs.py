@@ -114,8 +114,9 @@ def journal_path(run_dir: Path, rank: int, world_size: int) -> Path:
     return run_dir / (RESULTS if world_size == 1 else f"results.rank{rank}.jsonl")
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def read_result_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``results*.jsonl`` file; lines cut short by a killed process are skipped."""
+    rows: list[dict[str, Any]] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -139,7 +140,7 @@ def merge_results(run_dir: Path, jobs: list[Job], save_latents: bool = False) ->
     rank_files = sorted(run_dir.glob("results.rank*.jsonl"))
     latest: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in [run_dir / RESULTS, *rank_files]:
-        for row in _read_rows(path):
+        for row in read_result_rows(path):
             latest[(row["cell"], row["prompt"], int(row["seed"]))] = row
     for job in jobs:
         if job.key not in latest and is_finished(job, run_dir, save_latents):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from attnguide.errors import ConfigError
+from attnguide.jobs import read_result_rows
 
 RESULTS = "results.jsonl"
 RESOLVED = "recipe.resolved.yaml"
@@ -77,29 +78,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a killed process
-        if isinstance(row, dict) and {"cell", "prompt", "seed"} <= set(row):
-            rows.append(row)
-    return rows
-
-
 def _rel(path: Path, run_dir: Path) -> str:
     return path.relative_to(run_dir).as_posix()
 
 
 def _from_results(run_dir: Path) -> tuple[list[ImageEntry], list[dict[str, Any]]]:
     latest: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for row in _read_rows(run_dir / RESULTS):
+    for row in read_result_rows(run_dir / RESULTS):
         latest[(str(row["cell"]), str(row["prompt"]), int(row["seed"]))] = row  # last attempt wins
     entries, failed = [], []
     for (cell, prompt, seed), row in latest.items():
