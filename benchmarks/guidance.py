@@ -105,14 +105,14 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * 4096
 
 
-def run_once(engine: Engine, method: str, steps: int, size: int) -> Sample:
+def run_once(engine: Engine, method: str, steps: int, size: int, analysis: Any = None) -> Sample:
     timer = _timer_callback()
     losses = [] if method == "none" else _loss_spec(method)
     with PeakMemory() as mem:
         _sync()
         start = time.perf_counter()
         result = engine.generate(PROMPT, [0], steps=steps, height=size, width=size, losses=losses,
-                                 callbacks=[timer], progress=False)
+                                 callbacks=[timer], analyses=[analysis] if analysis else None, progress=False)
         _sync()
         seconds = time.perf_counter() - start
     guided_steps = {r["step"] for r in result.records[0].losses}
@@ -160,8 +160,7 @@ def bench_model(name: str, methods: list[str], steps: int, repeats: int, precisi
 
 
 def _run_with_analysis(engine: Engine, method: str, steps: int, size: int, analysis: Any) -> Sample:
-    engine.analyse = lambda prompt, _a=analysis: _a  # type: ignore[method-assign]
-    return run_once(engine, method, steps, size)
+    return run_once(engine, method, steps, size, analysis)
 
 
 def _median(values: list[float]) -> float | None:
