@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attnguide.hookspecs import hookimpl
-from attnguide.types import GuidanceContext, LossTerm
+from attnguide.types import LossTerm
 
 
 def combined_loss(terms: list[tuple[str, float, LossTerm]]) -> torch.Tensor:

@@ -76,6 +76,7 @@ def shard(jobs: list[Job], rank: int, world_size: int) -> list[Job]:
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or ``None`` when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -17,13 +17,12 @@ Missing pieces are tolerated: without ``results.jsonl`` (a run still going, or t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from attnguide.errors import ConfigError
-from attnguide.jobs import read_result_rows
+from attnguide.jobs import read_metadata, read_result_rows
 
 RESULTS = "results.jsonl"
 RESOLVED = "recipe.resolved.yaml"
@@ -70,14 +69,6 @@ class RunContents:
         return self._index.get((cell, prompt, seed))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _rel(path: Path, run_dir: Path) -> str:
     return path.relative_to(run_dir).as_posix()
 
@@ -94,7 +85,7 @@ def _from_results(run_dir: Path) -> tuple[list[ImageEntry], list[dict[str, Any]]
         image, metadata = row.get("image"), row.get("metadata")
         if not image or not (run_dir / image).is_file():
             continue
-        meta = _read_json(run_dir / metadata) if metadata else None
+        meta = read_metadata(run_dir / metadata) if metadata else None
         entries.append(ImageEntry(cell, prompt, seed, Path(image).as_posix(),
                                   Path(metadata).as_posix() if metadata else "", meta or {}))
     return entries, failed
@@ -105,7 +96,7 @@ def _scan(run_dir: Path) -> list[ImageEntry]:
     for path in sorted([*run_dir.glob("*.json"), *run_dir.glob("*/*.json")]):
         if path.name in _NOT_IMAGE_METADATA:
             continue
-        meta = _read_json(path)
+        meta = read_metadata(path)
         if not meta or not isinstance(meta.get("prompt"), str) or not isinstance(meta.get("seed"), int):
             continue
         image = path.with_name((meta.get("files") or {}).get("image") or f"{path.stem}.png")
