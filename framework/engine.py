@@ -148,8 +148,7 @@ class Engine:
                 a loss or callback needs them.
             output_type: ``"pil"`` or ``"latent"`` (skip decoding).
         """
-        cfg = (sampling or SamplingConfig()).model_copy(update=sampling_overrides)
-        cfg = SamplingConfig.model_validate(cfg.model_dump())
+        cfg = _sampling(sampling, sampling_overrides)
         prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
         loss_plugins = build_losses(losses, self.pm.registry)
         callback_plugins = build_callbacks(callbacks, self.pm.registry)
@@ -281,6 +280,17 @@ class Engine:
         image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
         denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
         return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+
+
+def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> SamplingConfig:
+    """``base`` with keyword overrides, validated; a bad key or value is a ``ConfigError``."""
+    import pydantic
+
+    try:
+        return SamplingConfig(**{**(base or SamplingConfig()).model_dump(), **overrides})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid sampling settings: {problems}") from None
 
 
 def _any_active(plugins: list[Any], step: int, num_steps: int) -> bool:

@@ -83,3 +83,12 @@ def test_attention_processors_are_restored_after_run_and_after_error(engine, tin
     with pytest.raises(PluginError, match="'boom'.*on_step_start.*kaput"):
         engine.generate("a cat", [0], steps=1, callbacks=[Boom()], output_type="latent", progress=False)
     assert {k: type(v) for k, v in tiny_pipe.unet.attn_processors.items()} == before
+
+
+def test_unknown_or_invalid_sampling_keywords_are_config_errors(engine):
+    from attnguide.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stepz"):
+        engine.generate("a cat", 0, stepz=3, progress=False)
+    with pytest.raises(ConfigError, match="height"):
+        engine.generate("a cat", 0, height=100, progress=False)
