@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "attnguide.cli.evaluate_cmd",
     "attnguide.cli.attention_cmd",
     "attnguide.cli.report_cmd",
+    "attnguide.cli.toyworld_cmd",
 )
 
 EXIT_USAGE = 2
