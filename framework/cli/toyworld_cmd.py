@@ -1,5 +1,6 @@
 """``attnguide toyworld sample --n 16 --seed 0 --out DIR``: a grid of toy-world scenes with their
-captions, to look at the world the toy model will be trained on (docs/toyworld.md)."""
+captions, to look at the world the toy model will be trained on; ``attnguide toyworld train --out DIR``:
+train that model (docs/toyworld.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from attnguide.errors import ConfigError
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("toyworld", help="the toy world: sample captioned scenes")
+    p = sub.add_parser("toyworld", help="the toy world: sample captioned scenes, train the toy model")
     toy = p.add_subparsers(dest="toyworld_command", metavar="ACTION")
     s = toy.add_parser("sample", help="write a PNG grid of scenes and their captions")
     s.add_argument("--n", type=int, default=16, help="number of scenes (default 16)")
@@ -24,6 +25,18 @@ def register(sub: Any) -> None:
                    help="objects per scene (default: cycle 1, 2, 3)")
     s.add_argument("--out", required=True, help="output folder (grid.png, captions.txt, scenes.jsonl)")
     s.set_defaults(func=run_sample)
+    t = toy.add_parser("train", help="train the toy text-to-image model (VAE, then UNet) with Lightning")
+    t.add_argument("--out", required=True, help="output folder (checkpoints/, logs/, pipeline/, TRAINED_WITH.json)")
+    t.add_argument("--vae-steps", type=int, default=5000, help="VAE optimiser steps (default 5000)")
+    t.add_argument("--unet-steps", type=int, default=50000, help="UNet optimiser steps (default 50000)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    t.add_argument("--seed", type=int, default=0, help="run seed: weights and training scenes (default 0)")
+    t.add_argument("--accelerator", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="Lightning accelerator (default auto)")
+    t.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes (default 0)")
+    t.add_argument("--freeze-text-encoder", action="store_true",
+                   help="keep the text encoder at its random initialisation")
+    t.set_defaults(func=run_train)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -48,6 +61,26 @@ def run_sample(args: argparse.Namespace) -> int:
     (out / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     print(f"wrote {args.n} scenes to {out}/grid.png, captions.txt, scenes.jsonl")
     return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from attnguide.toyworld.training import train
+
+    if min(args.vae_steps, args.unet_steps, args.batch_size) < 1:
+        raise ConfigError("--vae-steps, --unet-steps and --batch-size must be at least 1")
+    pipeline_dir = train(args.out, args.vae_steps, args.unet_steps, args.batch_size, args.seed, args.accelerator,
+                         num_workers=args.num_workers, train_text_encoder=not args.freeze_text_encoder,
+                         command=train_command(args))
+    print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> list[str]:
+    """The ``attnguide toyworld train`` command line that reproduces ``args`` (for TRAINED_WITH.json)."""
+    command = ["attnguide", "toyworld", "train", "--out", str(args.out), "--vae-steps", str(args.vae_steps),
+               "--unet-steps", str(args.unet_steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+               "--accelerator", args.accelerator, "--num-workers", str(args.num_workers)]
+    return command + (["--freeze-text-encoder"] if args.freeze_text_encoder else [])
 
 
 def grid_image(images: list[Image.Image], pad: int = 2) -> Image.Image:

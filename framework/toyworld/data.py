@@ -1,0 +1,80 @@
+"""Toy-world (image, caption) pairs as a torch ``Dataset`` and a Lightning ``DataModule``.
+
+Item ``i`` is ``sample(first_seed + i, n_objects(i))``: the same index always gives the same
+pair, whichever worker draws it. Training seeds start at ``TRAIN_SEED_OFFSET`` so that seeds below
+it (the judge's and the evaluation's) are never trained on.
+"""
+
+from __future__ import annotations
+
+import lightning
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from attnguide.toyworld.render import sample
+
+TRAIN_SEED_OFFSET = 1_000_000
+SEEDS_PER_RUN_SEED = 10_000_000  # run seed s trains on scenes TRAIN_SEED_OFFSET + s * this + i
+DEFAULT_LENGTH = 1_000_000
+
+
+def image_to_tensor(image) -> torch.Tensor:  # noqa: ANN001 - a PIL image
+    """RGB ``PIL.Image`` -> ``[3, H, W]`` float32 in [-1, 1]."""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
+    return pixels.permute(2, 0, 1) / 127.5 - 1.0
+
+
+class ToyWorldDataset(Dataset):
+    """``length`` captioned scenes; item ``i`` is ``{"image": [3, 64, 64] float32 in [-1, 1],
+    "caption": str, "seed": int}`` rendered from seed ``first_seed + i`` with
+    ``objects[0] + i % (objects[1] - objects[0] + 1)`` objects (so counts cycle evenly)."""
+
+    def __init__(self, first_seed: int, length: int = DEFAULT_LENGTH, objects: tuple[int, int] = (1, 3)) -> None:
+        lo, hi = objects
+        if not 1 <= lo <= hi <= 3:
+            raise ValueError(f"objects must be a range within (1, 3), got {objects}")
+        if length < 1:
+            raise ValueError(f"length must be positive, got {length}")
+        self.first_seed, self.length, self.objects = first_seed, length, (lo, hi)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        lo, hi = self.objects
+        seed = self.first_seed + index
+        image, text, _ = sample(seed, lo + index % (hi - lo + 1))
+        return {"image": image_to_tensor(image), "caption": text, "seed": seed}
+
+
+class ToyWorldDataModule(lightning.LightningDataModule):
+    """Batches ``{"image": [B, 3, 64, 64], "caption": list[str], "seed": [B] int64}``.
+
+    The train set is in a fixed order (scenes are already random), so a run is reproducible
+    from ``seed`` alone; the validation set is 256 scenes from seeds never trained on.
+    """
+
+    def __init__(self, batch_size: int, num_workers: int = 0, seed: int = 0, objects: tuple[int, int] = (1, 3),
+                 length: int = DEFAULT_LENGTH) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.objects, self.length = tuple(objects), length
+
+    def train_dataset(self) -> ToyWorldDataset:
+        return ToyWorldDataset(TRAIN_SEED_OFFSET + self.seed * SEEDS_PER_RUN_SEED, self.length, self.objects)
+
+    def val_dataset(self) -> ToyWorldDataset:
+        return ToyWorldDataset(20_000, 256, self.objects)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset())
+
+    def _loader(self, dataset: ToyWorldDataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=True)

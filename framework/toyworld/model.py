@@ -1,0 +1,100 @@
+"""The toy text-to-image model: Stable Diffusion's architecture, sized for 64x64 toy scenes.
+
+Choices (docs/toyworld.md, "Model and training"):
+
+* VAE with downsampling factor 4 (three encoder levels, not SD's four): 64x64x3 images become
+  16x16x4 latents. Factor 8 would leave 8x8 latents, on which a small object covers 1-2 cells and
+  cross-attention maps are too coarse to tell two objects apart.
+* UNet with cross-attention at 16x16 and 8x8 latent resolution. 16x16 is the level attention
+  guidance (SynGen, Attend-and-Excite) reads in SD 1.x at 512 px; here it is the full latent grid.
+* CLIP text transformer over the real 49,408-token vocabulary with ONE layer. In SD every
+  token's state has absorbed its left context through 12 causal layers, which is part of why
+  "a red circle and a blue square" can bind wrongly; one causal layer keeps each token's state
+  mostly its own embedding, so binding must be learnt in the UNet's cross-attention and can fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from attnguide.models.tiny import SD_SCHEDULER_CONFIG
+from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+from attnguide.toyworld.scene import IMAGE_SIZE
+
+LATENT_CHANNELS = 4
+VAE_DOWNSAMPLING = 4
+LATENT_SIZE = IMAGE_SIZE // VAE_DOWNSAMPLING  # 16
+TEXT_WIDTH = 64
+MAX_WEIGHT_BYTES = 25 * 1024 * 1024  # all three models as fp32 safetensors
+
+
+def toy_vae() -> AutoencoderKL:
+    """AutoencoderKL: ``[B, 3, 64, 64]`` in [-1, 1] <-> latents ``[B, 4, 16, 16]`` (factor 4)."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(32, 48, 48),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def toy_unet() -> UNet2DConditionModel:
+    """UNet2DConditionModel on ``[B, 4, 16, 16]`` latents, cross-attention at 16x16 and 8x8."""
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(48, 96),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def toy_text_encoder() -> CLIPTextModel:
+    """One-layer CLIP text transformer, width 64, over the full CLIP vocabulary (77 positions)."""
+    config = CLIPTextConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=4 * TEXT_WIDTH,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=TEXT_WIDTH,
+    )
+    return CLIPTextModel(config)
+
+
+def build_pipeline(vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> StableDiffusionPipeline:
+    """A ``StableDiffusionPipeline`` (PNDM, SD 1.x betas, no safety checker) over the three models."""
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def parameter_counts(*models: Any) -> dict[str, int]:
+    """``{class name: parameter count}`` for each model (buffers excluded)."""
+    return {type(m).__name__: sum(p.numel() for p in m.parameters()) for m in models}
