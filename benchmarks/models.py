@@ -4,11 +4,11 @@ so random weights are honest here; images are noise."""
 from __future__ import annotations
 
 import torch
-from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
-from attnguide.models.tiny import SD_SCHEDULER_CONFIG, tiny_pipeline, tiny_vae
-from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+from attnguide.models.assembly import assemble_pipeline, clip_text_encoder
+from attnguide.models.tiny import tiny_pipeline, tiny_vae
 
 SD15_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 SD15_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -29,11 +29,8 @@ def sd15_unet(width: int = 320) -> UNet2DConditionModel:
 
 
 def sd_text_encoder(layers: int) -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=768, intermediate_size=3072, num_hidden_layers=layers,
-        num_attention_heads=12, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407,
-    ))
+    """SD 1.x's text-encoder width (768, 12 heads) with ``layers`` layers."""
+    return clip_text_encoder(width=768, layers=layers, heads=12, intermediate=3072)
 
 
 def sd15_layout_pipeline(width: int, text_layers: int, seed: int = 0, full_vae: bool = False) -> StableDiffusionPipeline:
@@ -50,13 +47,7 @@ def sd15_layout_pipeline(width: int, text_layers: int, seed: int = 0, full_vae: 
             )
         else:
             vae = tiny_vae()
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(vae, unet, text_encoder)
 
 
 def build(name: str) -> StableDiffusionPipeline:

@@ -13,25 +13,14 @@ guidance move the maps. It changes only the weights of this test model.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
-from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+from attnguide.models.assembly import SD_SCHEDULER_CONFIG, assemble_pipeline, clip_text_encoder
+
+__all__ = ["SD_SCHEDULER_CONFIG", "tiny_pipeline", "tiny_unet", "tiny_vae", "tiny_text_encoder"]
 
 DEFAULT_CONTRAST = 8.0
-# SD 1.x's scheduler configuration (scaled-linear betas, offset 1).
-SD_SCHEDULER_CONFIG = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "clip_sample": False,
-}
-
-
 def tiny_unet() -> UNet2DConditionModel:
     """UNet with cross-attention at 32x32 and 16x16 latent resolution (256 px images)."""
     return UNet2DConditionModel(
@@ -65,19 +54,7 @@ def tiny_vae() -> AutoencoderKL:
 
 def tiny_text_encoder() -> CLIPTextModel:
     """Two-layer CLIP text transformer over the full 49,408-token vocabulary."""
-    config = CLIPTextConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        projection_dim=32,
-    )
-    return CLIPTextModel(config)
+    return clip_text_encoder(width=32, layers=2, heads=4, intermediate=37)
 
 
 @torch.no_grad()
@@ -97,17 +74,7 @@ def tiny_pipeline(seed: int = 0, attention_contrast: float = DEFAULT_CONTRAST) -
         vae = tiny_vae()
         text_encoder = tiny_text_encoder()
     sharpen_cross_attention(unet, attention_contrast)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tokenizer(),
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = assemble_pipeline(vae, unet, text_encoder)
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False)
     return pipe

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
-from attnguide.models.tiny import SD_SCHEDULER_CONFIG
-from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+from attnguide.models.assembly import assemble_pipeline, clip_text_encoder
 from attnguide.toyworld.scene import IMAGE_SIZE
 
 LATENT_CHANNELS = 4
@@ -64,35 +63,12 @@ def toy_unet() -> UNet2DConditionModel:
 
 def toy_text_encoder() -> CLIPTextModel:
     """One-layer CLIP text transformer, width 64, over the full CLIP vocabulary (77 positions)."""
-    config = CLIPTextConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=4 * TEXT_WIDTH,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-        projection_dim=TEXT_WIDTH,
-    )
-    return CLIPTextModel(config)
+    return clip_text_encoder(width=TEXT_WIDTH, layers=1, heads=4, intermediate=4 * TEXT_WIDTH)
 
 
 def build_pipeline(vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> StableDiffusionPipeline:
     """A ``StableDiffusionPipeline`` (PNDM, SD 1.x betas, no safety checker) over the three models."""
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tokenizer(),
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(vae, unet, text_encoder)
 
 
 def parameter_counts(*models: Any) -> dict[str, int]:

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from transformers import CLIPTextModel
 
-from attnguide.models.tiny import SD_SCHEDULER_CONFIG
+from attnguide.models.assembly import SD_SCHEDULER_CONFIG
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.toyworld.data import ToyWorldDataModule
 from attnguide.toyworld.model import build_pipeline, parameter_counts, toy_text_encoder, toy_unet, toy_vae
