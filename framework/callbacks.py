@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
-from attnguide.errors import ConfigError
+from attnguide.plugin_params import validate_plugin_params
 
 
 class CallbackParams(pydantic.BaseModel):
@@ -23,16 +23,7 @@ class Callback:
     needs_analysis: ClassVar[bool] = False  # True: the run parses prompts for this callback
 
     def __init__(self, params: CallbackParams | dict[str, Any] | None = None) -> None:
-        if isinstance(params, self.Params):
-            self.params = params
-            return
-        try:
-            self.params = self.Params(**(params or {}))
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"parameter {'.'.join(str(p) for p in e['loc'])!r}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"callback plugin {self.name!r}: {problems}") from None
+        self.params = validate_plugin_params("callback plugin", self.name, self.Params, params)
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params.model_dump(mode="json")}

@@ -14,6 +14,7 @@ import torch
 
 from attnguide.errors import ConfigError
 from attnguide.hookspecs import hookimpl
+from attnguide.plugin_params import validate_plugin_params
 from attnguide.types import GuidanceContext, LossTerm
 
 
@@ -51,19 +52,7 @@ class LossPlugin:
     @classmethod
     def validate_params(cls, params: LossParams | dict[str, Any] | None) -> LossParams:
         """Return ``params`` as the plugin's ``Params``; a clear ``ConfigError`` otherwise."""
-        if isinstance(params, cls.Params):
-            return params
-        try:
-            return cls.Params(**(params or {}))
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"parameter {'.'.join(str(p) for p in err['loc'])!r}: {err['msg']}"
-                for err in exc.errors()
-            )
-            known = ", ".join(cls.Params.model_fields) or "none"
-            raise ConfigError(
-                f"loss plugin {cls.name!r}: {problems} (known parameters: {known})"
-            ) from None
+        return validate_plugin_params("loss plugin", cls.name, cls.Params, params)
 
     def in_window(self, ctx: GuidanceContext) -> bool:
         start, end = self.window

@@ -15,11 +15,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from attnguide.alignment import align_bindings
 from attnguide.binding import extract_bindings
 from attnguide.errors import ConfigError, PluginError
+from attnguide.plugin_params import validate_plugin_params
 from attnguide.types import Binding, ParsedPrompt, PromptAnalysis
 
 logger = logging.getLogger(__name__)
@@ -73,17 +74,7 @@ class Parser:
 
 def validate_params(cls: type[Parser], params: Mapping[str, Any] | BaseModel | None) -> BaseModel:
     """``params`` as ``cls.Params``; a bad key or value is a ``ConfigError`` naming the parser."""
-    if isinstance(params, cls.Params):
-        return params
-    if isinstance(params, BaseModel):
-        params = params.model_dump()
-    try:
-        return cls.Params.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"bad parameters for parser {cls.name!r}: {problems}") from None
+    return validate_plugin_params("parser", cls.name, cls.Params, params)
 
 
 def analyse_prompt(prompt: str, parser: Parser, tokenizer: Any) -> PromptAnalysis:
