@@ -27,15 +27,17 @@ def register(sub: Any) -> None:
     s.set_defaults(func=run_sample)
     t = toy.add_parser("train", help="train the toy text-to-image model (VAE, then UNet) with Lightning")
     t.add_argument("--out", required=True, help="output folder (checkpoints/, logs/, pipeline/, TRAINED_WITH.json)")
-    t.add_argument("--vae-steps", type=int, default=5000, help="VAE optimiser steps (default 5000)")
-    t.add_argument("--unet-steps", type=int, default=50000, help="UNet optimiser steps (default 50000)")
-    t.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    t.add_argument("--vae-steps", type=int, default=1500, help="VAE optimiser steps (default 1500)")
+    t.add_argument("--unet-steps", type=int, default=4000, help="UNet optimiser steps (default 4000)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     t.add_argument("--seed", type=int, default=0, help="run seed: weights and training scenes (default 0)")
     t.add_argument("--accelerator", choices=["cpu", "cuda", "auto"], default="auto",
                    help="Lightning accelerator (default auto)")
     t.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes (default 0)")
-    t.add_argument("--freeze-text-encoder", action="store_true",
-                   help="keep the text encoder at its random initialisation")
+    t.add_argument("--train-text-encoder", action="store_true",
+                   help="train the text encoder too (default: frozen at its random initialisation)")
+    t.add_argument("--max-objects", type=int, default=2, choices=[1, 2, 3],
+                   help="scenes of 1..N objects, cycled evenly (default 2)")
     t.set_defaults(func=run_train)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -69,7 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
     if min(args.vae_steps, args.unet_steps, args.batch_size) < 1:
         raise ConfigError("--vae-steps, --unet-steps and --batch-size must be at least 1")
     pipeline_dir = train(args.out, args.vae_steps, args.unet_steps, args.batch_size, args.seed, args.accelerator,
-                         num_workers=args.num_workers, train_text_encoder=not args.freeze_text_encoder,
+                         num_workers=args.num_workers, train_text_encoder=args.train_text_encoder,
+                         objects=(1, args.max_objects),
                          command=train_command(args))
     print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
     return 0
@@ -79,8 +82,9 @@ def train_command(args: argparse.Namespace) -> list[str]:
     """The ``attnguide toyworld train`` command line that reproduces ``args`` (for TRAINED_WITH.json)."""
     command = ["attnguide", "toyworld", "train", "--out", str(args.out), "--vae-steps", str(args.vae_steps),
                "--unet-steps", str(args.unet_steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-               "--accelerator", args.accelerator, "--num-workers", str(args.num_workers)]
-    return command + (["--freeze-text-encoder"] if args.freeze_text_encoder else [])
+               "--accelerator", args.accelerator, "--num-workers", str(args.num_workers),
+               "--max-objects", str(args.max_objects)]
+    return command + (["--train-text-encoder"] if args.train_text_encoder else [])
 
 
 def grid_image(images: list[Image.Image], pad: int = 2) -> Image.Image:
