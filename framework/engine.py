@@ -100,7 +100,7 @@ class Engine:
 
     @classmethod
     def from_model(cls, model: str, *, scheduler: str | None = None, **kwargs: Any) -> Engine:
-        """Build from ``"tiny"``, a hub id, a local directory or a single-file checkpoint."""
+        """Build from ``"tiny"``, ``"toyworld"``, a hub id, a local directory or a single-file checkpoint."""
         from attnguide.models.loading import load_pipeline
 
         return cls(load_pipeline(model, scheduler=scheduler), **kwargs)

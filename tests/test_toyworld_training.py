@@ -99,7 +99,7 @@ def test_vae_loss_decreases_over_20_steps_on_a_fixed_batch():
     torch.manual_seed(0)
     module = VAEModule(toy_vae())
     images = next(iter(ToyWorldDataModule(batch_size=4, seed=0).train_dataloader()))["image"]
-    optimiser = module.configure_optimizers()
+    optimiser = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(20):
         loss = module.loss(images)[0]

@@ -1,18 +1,21 @@
 """``attnguide toyworld sample --n 16 --seed 0 --out DIR``: a grid of toy-world scenes with their
-captions, to look at the world the toy model will be trained on; ``attnguide toyworld train --out DIR``:
-train that model (docs/toyworld.md)."""
+captions, to look at the world the toy model is trained on; ``attnguide toyworld train --out DIR``:
+train that model; ``attnguide toyworld evaluate --samples N --methods none,syngen --json``: binding
+accuracy of guidance methods on it, judged by the toy world's detector (docs/toyworld.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from attnguide.errors import ConfigError
+from attnguide.toyworld.evaluate import DEFAULT_METHODS
 
 
 def register(sub: Any) -> None:
@@ -27,7 +30,7 @@ def register(sub: Any) -> None:
     s.set_defaults(func=run_sample)
     t = toy.add_parser("train", help="train the toy text-to-image model (VAE, then UNet) with Lightning")
     t.add_argument("--out", required=True, help="output folder (checkpoints/, logs/, pipeline/, TRAINED_WITH.json)")
-    t.add_argument("--vae-steps", type=int, default=1500, help="VAE optimiser steps (default 1500)")
+    t.add_argument("--vae-steps", type=int, default=4000, help="VAE optimiser steps (default 4000)")
     t.add_argument("--unet-steps", type=int, default=4000, help="UNet optimiser steps (default 4000)")
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     t.add_argument("--seed", type=int, default=0, help="run seed: weights and training scenes (default 0)")
@@ -39,6 +42,24 @@ def register(sub: Any) -> None:
     t.add_argument("--max-objects", type=int, default=2, choices=[1, 2, 3],
                    help="scenes of 1..N objects, cycled evenly (default 2)")
     t.set_defaults(func=run_train)
+    e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
+    e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
+    e.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods or loss plugins (default: %(default)s)")
+    e.add_argument("--samples", type=int, default=200, help="two-object prompt x seed samples per method (default 200)")
+    e.add_argument("--single-samples", type=int, default=100,
+                   help="single-object samples for each of --single-methods (default 100)")
+    e.add_argument("--single-methods", default="none", help="methods also run on single-object prompts (default none)")
+    e.add_argument("--seed", type=int, default=0, help="prompt list seed; sample i uses generation seed S+i (default 0)")
+    e.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    e.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    e.add_argument("--scheduler", default=None, help="scheduler short name (default: the model's, PNDM)")
+    e.add_argument("--batch-size", type=int, default=8, help="images per engine call (default 8)")
+    e.add_argument("--parser", default="spacy", help="prompt parser for bindings (default spacy)")
+    e.add_argument("--out", default=None, help="folder for samples.jsonl (resumable), summary.json and example PNGs")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    e.add_argument("--accelerator", default="auto")
+    e.set_defaults(func=run_evaluate)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -75,6 +96,39 @@ def run_train(args: argparse.Namespace) -> int:
                          objects=(1, args.max_objects),
                          command=train_command(args))
     print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from attnguide.engine import Engine
+    from attnguide.models.loading import load_pipeline
+    from attnguide.plugin_manager import make_plugin_manager
+    from attnguide.runtime import RuntimeConfig
+    from attnguide.toyworld.evaluate import evaluate, markdown_table, resolve_methods
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    single = [m.strip() for m in args.single_methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods is empty: name at least one method, e.g. none,syngen")
+    for flag, value in (("--samples", args.samples), ("--single-samples", args.single_samples),
+                        ("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < (1 if flag in ("--steps", "--batch-size") else 0):
+            raise ConfigError(f"{flag} must be positive, got {value}")
+    pm = make_plugin_manager()
+    loss_plugins = pm.registry.names("loss")
+    resolve_methods(methods + single, loss_plugins)  # fail on a misspelt method before loading weights
+    out = Path(args.out) if args.out else None
+    engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
+                    runtime=RuntimeConfig(accelerator=args.accelerator))
+    summary = evaluate(engine, methods, samples=args.samples, single_samples=args.single_samples,
+                       single_methods=single, seed=args.seed, batch_size=args.batch_size, out_dir=out,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True), loss_plugins=loss_plugins,
+                       steps=args.steps, guidance_scale=args.guidance_scale)
+    if out is not None:
+        config = {k: v for k, v in vars(args).items() if k != "func"}
+        (out / "summary.json").write_text(json.dumps({"config": config, "summary": summary}, indent=2) + "\n",
+                                          encoding="utf-8")
+    print(json.dumps(summary, indent=2) if args.json else markdown_table(summary))
     return 0
 
 

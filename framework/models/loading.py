@@ -1,5 +1,5 @@
-"""Load Stable Diffusion pipelines and tokenizers by name: ``tiny``, a hub id, a local
-directory, or a single-file checkpoint."""
+"""Load Stable Diffusion pipelines and tokenizers by name: ``tiny``, ``toyworld``, a hub id, a
+local directory, or a single-file checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from attnguide.errors import ModelLoadError
 from attnguide.models.tokenizer import clip_tokenizer
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+EMBEDDED_MODELS = ("tiny", "toyworld")
+"""Models that ship with attnguide: ``tiny`` (random weights, for tests) and ``toyworld`` (the
+trained toy-world model, docs/toyworld.md)."""
 
 
 def load_tokenizer(model: str) -> Any:
-    """The text tokenizer of ``model`` (``"tiny"``: the shipped CLIP BPE tokenizer)."""
-    if model == "tiny":
+    """The text tokenizer of ``model`` (``"tiny"``, ``"toyworld"``: the shipped CLIP BPE tokenizer)."""
+    if model in EMBEDDED_MODELS:
         return clip_tokenizer()
     from transformers import CLIPTokenizer
 
@@ -27,7 +30,7 @@ def load_tokenizer(model: str) -> Any:
 def _not_found(model: str, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
-        f"cannot load model {model!r}: {first}. Use 'tiny', a local diffusers directory, a "
+        f"cannot load model {model!r}: {first}. Use 'tiny', 'toyworld', a local diffusers directory, a "
         "single-file .safetensors/.ckpt checkpoint, or a hub id already in the local cache "
         "(e.g. CompVis/stable-diffusion-v1-4 after `huggingface-cli download`)."
     )
@@ -52,7 +55,8 @@ def load_pipeline(
     """A ``StableDiffusionPipeline`` for ``model``.
 
     Args:
-        model: ``"tiny"`` (embedded random-weight model), a local diffusers directory, a hub
+        model: ``"tiny"`` (embedded random-weight model), ``"toyworld"`` (the shipped trained
+            toy-world model, 64x64), a local diffusers directory, a hub
             id (``CompVis/stable-diffusion-v1-4``), or a single-file ``.safetensors``/``.ckpt``.
         scheduler: short scheduler name (``ddim``, ``pndm``, ``euler`` ...) to swap in.
         dtype: ``float32``, ``float16`` or ``bfloat16`` weights.
@@ -66,6 +70,10 @@ def load_pipeline(
         from attnguide.models.tiny import tiny_pipeline
 
         pipe = tiny_pipeline()
+    elif model == "toyworld":
+        from attnguide.toyworld.model import load_toy_pipeline
+
+        pipe = load_toy_pipeline()
     else:
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
         if torch_dtype is None:

@@ -18,11 +18,13 @@ Choices (docs/toyworld.md, "Model and training"):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
+from attnguide.errors import ModelLoadError
 from attnguide.models.assembly import assemble_pipeline, clip_text_encoder
 from attnguide.toyworld.scene import IMAGE_SIZE
 
@@ -31,6 +33,9 @@ VAE_DOWNSAMPLING = 4
 LATENT_SIZE = IMAGE_SIZE // VAE_DOWNSAMPLING  # 16
 TEXT_WIDTH = 64
 MAX_WEIGHT_BYTES = 25 * 1024 * 1024  # all three models as fp32 safetensors
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+"""The shipped trained pipeline (package data): diffusers layout without the tokenizer folder,
+which is built from the shipped CLIP vocabulary instead. ``TRAINED_WITH.json`` says how."""
 
 
 def toy_vae() -> AutoencoderKL:
@@ -77,3 +82,27 @@ def build_pipeline(vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder:
 def parameter_counts(*models: Any) -> dict[str, int]:
     """``{class name: parameter count}`` for each model (buffers excluded)."""
     return {type(m).__name__: sum(p.numel() for p in m.parameters()) for m in models}
+
+
+def load_toy_pipeline(folder: str | Path = WEIGHTS_DIR) -> StableDiffusionPipeline:
+    """The trained toy model from ``folder`` (default: the shipped weights), offline, fp32.
+
+    Raises ``ModelLoadError`` naming the folder and the command that recreates it when the
+    weights are missing.
+    """
+    import torch
+
+    from attnguide.models.tokenizer import clip_tokenizer
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"no toy-world weights in {folder} (model_index.json missing): reinstall attnguide, or train "
+            "them with `attnguide toyworld train --out DIR` and pass --model DIR/pipeline"
+        )
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, tokenizer=clip_tokenizer(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False, local_files_only=True, dtype=torch.float32,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

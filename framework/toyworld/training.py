@@ -68,8 +68,12 @@ class VAEModule(lightning.LightningModule):
         self.log_dict({"vae/loss": total, "vae/l1": l1, "vae/kl": kl}, prog_bar=True)
         return total
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with a cosine decay of the learning rate to 5% over the run's ``max_steps``."""
+        optimiser = torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
+        total = max(int(self.trainer.max_steps), 1) if self._trainer is not None else 1
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * self.lr)
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
 class TextToImageModule(lightning.LightningModule):
@@ -203,7 +207,7 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def train(out_dir: str | Path, vae_steps: int = 1500, unet_steps: int = 4000, batch_size: int = 32, seed: int = 0,
+def train(out_dir: str | Path, vae_steps: int = 4000, unet_steps: int = 4000, batch_size: int = 32, seed: int = 0,
           accelerator: str = "auto", *, num_workers: int = 0, train_text_encoder: bool = False,
           objects: tuple[int, int] = (1, 2), precision: str = "32-true", command: list[str] | None = None) -> Path:
     """Train VAE then UNet (and the text encoder if ``train_text_encoder``) on scenes of
