@@ -33,6 +33,9 @@ def test_wheel_installs_and_imports_in_a_throwaway_venv(tmp_path):
         "import importlib.resources as r;"
         "assert r.files('attnguide.data').joinpath('bpe_simple_vocab_16e6.txt.gz').is_file();"
         "assert any(p.name.endswith('.yaml') for p in r.files('attnguide.recipes').iterdir());"
+        "from attnguide.toyworld.model import WEIGHTS_DIR;"
+        "assert len(list(WEIGHTS_DIR.rglob('*.safetensors'))) == 3, WEIGHTS_DIR;"
+        "assert (WEIGHTS_DIR / 'TRAINED_WITH.json').is_file();"
         "import importlib.util as u;"
         "assert all(u.find_spec(n) is None for n in ('framework', 'plugins', 'parsers'));"
         "print(attnguide.__file__)"
@@ -47,3 +50,17 @@ def test_no_generic_top_level_packages_are_declared():
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert all(name == "attnguide" or name.startswith("attnguide.") for name in config["packages"])
+
+
+def test_package_data_patterns_cover_every_shipped_toy_weight_file():
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    weights = ROOT / "framework" / "toyworld" / "weights"
+    files = [p.relative_to(weights.parent).as_posix() for p in weights.rglob("*") if p.is_file()]
+    assert len(files) >= 8, files
+    for name in files:
+        # setuptools globs: "*" does not cross "/"
+        assert any(fnmatch.fnmatch(name, pat) and name.count("/") == pat.count("/")
+                   for pat in patterns["attnguide.toyworld"]), f"{name} would not ship in the wheel"

@@ -18,6 +18,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,26 @@ class PipelineSnapshot(Callback):
             save_pipeline(module, self.folder)
 
 
+class LineProgress(Callback):
+    """One line per ``every`` steps on stderr (step, loss, seconds per step, time left), for
+    logs and pipes where a progress bar would not show."""
+
+    def __init__(self, stage: str, every: int = 50) -> None:
+        self.stage, self.every, self.started = stage, every, 0.0
+
+    def on_train_start(self, trainer: lightning.Trainer, module: lightning.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, module: lightning.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        per_step = (time.perf_counter() - self.started) / max(step, 1)
+        losses = " ".join(f"{k}={float(v):.4f}" for k, v in trainer.callback_metrics.items() if k.startswith(self.stage))
+        print(f"[{self.stage}] step {step}/{trainer.max_steps} {losses} {per_step:.2f} s/step, "
+              f"{per_step * (trainer.max_steps - step) / 60:.0f} min left", file=sys.stderr, flush=True)
+
+
 def save_pipeline(module: TextToImageModule, folder: Path) -> None:
     """Write ``module``'s VAE, EMA UNet and text encoder (fp32 safetensors) to ``folder`` atomically."""
     models = [copy.deepcopy(m).cpu().eval().requires_grad_(False)
@@ -189,11 +210,13 @@ def _trainer(out: Path, stage: str, steps: int, accelerator: str, precision: str
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename=stage + "-{step}",
                                  every_n_train_steps=min(steps, 500), save_top_k=-1, save_last=True)
     checkpoint.CHECKPOINT_NAME_LAST = stage + "-last"  # the final step, whatever the step count
+    interactive = sys.stderr.isatty()
+    progress = [] if interactive else [LineProgress(stage)]
     return lightning.Trainer(
         max_steps=steps, accelerator=accelerator, devices=1, precision=precision,
-        default_root_dir=out, callbacks=[checkpoint, *extra], logger=CSVLogger(out, name="logs", version=stage),
+        default_root_dir=out, callbacks=[checkpoint, *progress, *extra], logger=CSVLogger(out, name="logs", version=stage),
         log_every_n_steps=min(steps, 50), limit_val_batches=0, num_sanity_val_steps=0,
-        enable_progress_bar=True, enable_model_summary=False,
+        enable_progress_bar=interactive, enable_model_summary=False,
     )
 
 
