@@ -29,7 +29,8 @@ def test_two_object_prompts_are_seeded_distinct_and_parse_back():
     assert prompts != two_object_prompts(50, seed=4)
     for text, pairs in prompts:
         (c1, s1), (c2, s2) = pairs
-        assert text == f"a {c1} {s1} and a {c2} {s2}"
+        a1, a2 = ("an" if c == "orange" else "a" for c in (c1, c2))
+        assert text == f"{a1} {c1} {s1} and {a2} {c2} {s2}"
         assert c1 != c2 and s1 != s2
         assert parse_caption(text) == pairs
 

@@ -30,8 +30,8 @@ def register(sub: Any) -> None:
     s.set_defaults(func=run_sample)
     t = toy.add_parser("train", help="train the toy text-to-image model (VAE, then UNet) with Lightning")
     t.add_argument("--out", required=True, help="output folder (checkpoints/, logs/, pipeline/, TRAINED_WITH.json)")
-    t.add_argument("--vae-steps", type=int, default=4000, help="VAE optimiser steps (default 4000)")
-    t.add_argument("--unet-steps", type=int, default=4000, help="UNet optimiser steps (default 4000)")
+    t.add_argument("--vae-steps", type=int, default=2500, help="VAE optimiser steps (default 2500)")
+    t.add_argument("--unet-steps", type=int, default=3500, help="UNet optimiser steps (default 3500)")
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     t.add_argument("--seed", type=int, default=0, help="run seed: weights and training scenes (default 0)")
     t.add_argument("--accelerator", choices=["cpu", "cuda", "auto"], default="auto",

@@ -2,8 +2,8 @@
 
 Every method sees the same samples: sample ``i`` is prompt ``i`` of a seeded prompt list with
 generation seed ``seed + i``, so methods are compared image for image. Two-object prompts are
-"a {c1} {s1} and a {c2} {s2}" (distinct colours, distinct shapes, no size words); single-object
-prompts are "a {c} {s}". ``attnguide toyworld evaluate`` is the command-line front end.
+"a {c1} {s1} and a {c2} {s2}" (distinct colours, distinct shapes, no size words; "an" before
+"orange", as in the training captions); single-object prompts are "a {c} {s}". ``attnguide toyworld evaluate`` is the command-line front end.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def two_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, str
     for _ in range(n):
         c1, c2 = (str(c) for c in rng.choice(list(COLOURS), size=2, replace=False))
         s1, s2 = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
-        out.append((f"a {c1} {s1} and a {c2} {s2}", [(c1, s1), (c2, s2)]))
+        out.append((f"{_a(c1)} {c1} {s1} and {_a(c2)} {c2} {s2}", [(c1, s1), (c2, s2)]))
     return out
 
 
@@ -70,7 +70,12 @@ def single_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, 
     rng = np.random.default_rng(seed + 2 * PROMPT_SEED_OFFSET)
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
     order = [pairs[k] for k in rng.permutation(len(pairs))]
-    return [(f"a {c} {s}", [(c, s)]) for c, s in (order[i % len(order)] for i in range(n))]
+    return [(f"{_a(c)} {c} {s}", [(c, s)]) for c, s in (order[i % len(order)] for i in range(n))]
+
+
+def _a(word: str) -> str:
+    """The article the training captions use before ``word`` ("an orange", "a red")."""
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str]) -> dict[str, list[dict[str, Any]]]:

@@ -230,7 +230,7 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def train(out_dir: str | Path, vae_steps: int = 4000, unet_steps: int = 4000, batch_size: int = 32, seed: int = 0,
+def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, batch_size: int = 32, seed: int = 0,
           accelerator: str = "auto", *, num_workers: int = 0, train_text_encoder: bool = False,
           objects: tuple[int, int] = (1, 2), precision: str = "32-true", command: list[str] | None = None) -> Path:
     """Train VAE then UNet (and the text encoder if ``train_text_encoder``) on scenes of
