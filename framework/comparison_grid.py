@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 BACKGROUND = (255, 255, 255)
 MISSING = (200, 200, 200)
@@ -50,8 +50,9 @@ def comparison_grid(
 ) -> Image.Image:
     """A labelled grid: ``images[r][c]`` is the image of row ``r`` and column ``c`` (or ``None``).
 
-    Tiles are scaled to ``tile`` pixels on their longer side; column labels may hold several
-    lines (``\\n``) and are wrapped to the tile width.
+    Tiles are scaled to ``tile`` pixels on their longer side (small images, such as the toy
+    model's 64x64, are enlarged with nearest-neighbour sampling so pixels stay sharp); column
+    labels may hold several lines (``\\n``) and are wrapped to the tile width.
     """
     font, title_font = _font(13), _font(15)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -84,7 +85,8 @@ def _tile(image: Image.Image | None, size: int, missing_text: str, font: Any) ->
     if image is None:
         ImageDraw.Draw(out).text((PAD, size // 2 - 6), missing_text, fill=INK, font=font)
         return out
-    thumb = image.convert("RGB")
-    thumb.thumbnail((size, size))
+    rgb = image.convert("RGB")
+    enlarge = max(rgb.size) < size
+    thumb = ImageOps.contain(rgb, (size, size), Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS)
     out.paste(thumb, ((size - thumb.width) // 2, (size - thumb.height) // 2))
     return out

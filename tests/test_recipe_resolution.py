@@ -185,3 +185,18 @@ def test_comparison_grid_has_a_tile_per_seed_and_cell_with_room_for_labels():
                            [[tile, None], [tile, tile], [None, tile]], tile=64)
     assert grid.width > 2 * 64 and grid.height > 3 * 64
     assert grid.getpixel((grid.width - 32, grid.height - 32)) == (255, 0, 0)
+
+
+def test_comparison_grid_enlarges_small_images_with_sharp_pixels():
+    from PIL import Image
+
+    from attnguide.comparison_grid import comparison_grid
+
+    small = Image.new("RGB", (64, 64), (0, 0, 255))
+    small.putpixel((63, 63), (255, 0, 0))
+    grid = comparison_grid("p", ["a"], ["s"], [[small]], tile=256)
+    # the tile fills the bottom-right 256x256 corner; the last source pixel becomes a 4x4 block
+    for dx in range(1, 5):
+        assert grid.getpixel((grid.width - dx, grid.height - dx)) == (255, 0, 0)
+    assert grid.getpixel((grid.width - 5, grid.height - 5)) == (0, 0, 255)
+    assert grid.getpixel((grid.width - 250, grid.height - 250)) == (0, 0, 255)
