@@ -36,14 +36,22 @@ def test_sd14_recipe_runs_on_the_tiny_model_with_guidance(name, tmp_path):
     assert any(term["step"] == 0 for term in meta["losses"]), "guidance did not run at step 0"
 
 
-def test_quickstart_runs_both_cells_with_heat_maps(tmp_path):
+def test_quickstart_runs_both_cells_with_heat_maps_on_the_toy_model(tmp_path):
     loaded, summary = run_shipped("quickstart", tmp_path, "sampling.steps=2", "seeds=[0]",
-                                  "prompts=[a pink sunflower and a yellow flamingo]")
+                                  "prompts=[a red circle and a blue square]")
+    assert loaded.recipe.model.id == "toyworld"
     assert (summary.written, summary.failed) == (2, 0), summary.failures
     assert [c.name for c in loaded.cells] == ["method-none", "method-syngen"]
     for cell in loaded.cells:
-        meta = json.loads((loaded.run_dir / cell.name / "a_pink_sunflower_and_a_yellow_flamingo_s0.json").read_text())
+        meta = json.loads((loaded.run_dir / cell.name / "a_red_circle_and_a_blue_square_s0.json").read_text())
         extra = set(meta["files"]) - {"image", "metadata"}
         assert extra, f"no heat-map files next to the {cell.name} image"
         assert all((loaded.run_dir / cell.name / name).is_file() for name in meta["files"].values())
-    assert (loaded.run_dir / "grids" / "a_pink_sunflower_and_a_yellow_flamingo.png").is_file()
+    assert (loaded.run_dir / "grids" / "a_red_circle_and_a_blue_square.png").is_file()
+
+
+def test_toyworld_binding_recipe_runs_every_method_on_the_toy_model(tmp_path):
+    loaded, summary = run_shipped("toyworld_binding", tmp_path, "sampling.steps=2", "seeds=[0]",
+                                  "prompts=[an orange cross and a white heart]")
+    assert (summary.written, summary.failed) == (6, 0), summary.failures
+    assert loaded.recipe.model.id == "toyworld"

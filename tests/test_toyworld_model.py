@@ -74,3 +74,31 @@ def test_syngen_moves_the_toy_models_latents(engine):
     guided = engine.generate("a red circle and a blue square", [0], losses=[{"name": "syngen"}], **kwargs)
     assert guided.records[0].losses, "SynGen logged no loss terms"
     assert (torch.as_tensor(guided.latents) - plain).abs().max() > 1e-2
+
+
+def test_evaluate_command_prints_the_issue_s_json_and_resumes(tmp_path, capsys):
+    from attnguide.cli.main import main
+
+    args = ["toyworld", "evaluate", "--samples", "2", "--single-samples", "1", "--steps", "3",
+            "--methods", "none,syngen", "--out", str(tmp_path), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"none", "syngen"}
+    for row in out.values():
+        assert {"binding_accuracy", "ci95", "neglect_rate", "swap_rate", "single_object_accuracy", "n"} <= set(row)
+        assert row["n"] == 2
+    assert out["none"]["single_object_n"] == 1 and out["syngen"]["single_object_n"] == 0
+    lines = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["summary"] == out and summary["config"]["steps"] == 3
+    assert main(args) == 0  # everything is already judged: nothing new is generated
+    assert (tmp_path / "samples.jsonl").read_text().splitlines() == lines
+    assert json.loads(capsys.readouterr().out) == out
+
+
+def test_evaluate_command_rejects_an_unknown_method_before_loading(capsys):
+    from attnguide.cli.main import main
+
+    assert main(["toyworld", "evaluate", "--methods", "none,syngne"]) == 2
+    assert "did you mean 'syngen'" in capsys.readouterr().err
