@@ -14,8 +14,8 @@ def test_readme_python_example_runs():
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - documentation under test
     result = namespace["result"]
-    assert result.images[0].size == (256, 256)
-    assert [b.entity.text for b in result.records[0].analysis.bindings] == ["sunflower", "flamingo"]
+    assert result.images[0].size == (64, 64)
+    assert [b.entity.text for b in result.records[0].analysis.bindings] == ["circle", "square"]
     assert {r["plugin"] for r in result.records[0].losses} == {"syngen"}
     assert tuple(result.run.guidance_maps[0][0].shape) == (77, 16, 16)
 

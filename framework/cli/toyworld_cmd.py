@@ -112,8 +112,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--methods is empty: name at least one method, e.g. none,syngen")
     for flag, value in (("--samples", args.samples), ("--single-samples", args.single_samples),
                         ("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value < (1 if flag in ("--steps", "--batch-size") else 0):
-            raise ConfigError(f"{flag} must be positive, got {value}")
+        least = 1 if flag in ("--steps", "--batch-size") else 0
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
     pm = make_plugin_manager()
     loss_plugins = pm.registry.names("loss")
     resolve_methods(methods + single, loss_plugins)  # fail on a misspelt method before loading weights
