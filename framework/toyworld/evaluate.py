@@ -20,6 +20,7 @@ import numpy as np
 from attnguide.errors import ConfigError
 from attnguide.metrics.stats import bootstrap_ci
 from attnguide.toyworld.judge import binding_outcome, detect
+from attnguide.toyworld.render import article
 from attnguide.toyworld.scene import COLOURS, SHAPES
 
 METHODS: dict[str, list[dict[str, Any]]] = {
@@ -61,7 +62,7 @@ def two_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, str
     for _ in range(n):
         c1, c2 = (str(c) for c in rng.choice(list(COLOURS), size=2, replace=False))
         s1, s2 = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
-        out.append((f"{_a(c1)} {c1} {s1} and {_a(c2)} {c2} {s2}", [(c1, s1), (c2, s2)]))
+        out.append((f"{article(c1)} {c1} {s1} and {article(c2)} {c2} {s2}", [(c1, s1), (c2, s2)]))
     return out
 
 
@@ -70,12 +71,7 @@ def single_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, 
     rng = np.random.default_rng(seed + 2 * PROMPT_SEED_OFFSET)
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
     order = [pairs[k] for k in rng.permutation(len(pairs))]
-    return [(f"{_a(c)} {c} {s}", [(c, s)]) for c, s in (order[i % len(order)] for i in range(n))]
-
-
-def _a(word: str) -> str:
-    """The article the training captions use before ``word`` ("an orange", "a red")."""
-    return "an" if word[0] in "aeiou" else "a"
+    return [(f"{article(c)} {c} {s}", [(c, s)]) for c, s in (order[i % len(order)] for i in range(n))]
 
 
 def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str]) -> dict[str, list[dict[str, Any]]]:

@@ -85,10 +85,14 @@ def render(scene: Scene, supersample: int = SUPERSAMPLE) -> Image.Image:
     return big.resize((n, n), Image.Resampling.BOX)
 
 
+def article(word: str) -> str:
+    """The indefinite article captions put before ``word`` ("an orange", "a red")."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _phrase(obj: ToyObject) -> str:
     words = ([obj.size] if obj.size != "medium" else []) + [obj.colour, obj.shape]
-    article = "an" if words[0][0] in "aeiou" else "a"
-    return " ".join([article, *words])
+    return " ".join([article(words[0]), *words])
 
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
