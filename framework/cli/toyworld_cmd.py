@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
                    help="train the text encoder too (default: frozen at its random initialisation)")
     t.add_argument("--max-objects", type=int, default=2, choices=[1, 2, 3],
                    help="scenes of 1..N objects, cycled evenly (default 2)")
+    t.add_argument("--lr", type=float, default=6e-4, help="peak UNet learning rate (default 6e-4)")
+    t.add_argument("--init-from", default=None,
+                   help="continue from a trained pipeline: 'toyworld' (shipped) or a folder; --vae-steps 0 keeps its VAE")
     t.set_defaults(func=run_train)
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
     e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
@@ -89,11 +92,23 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from attnguide.toyworld.training import train
 
-    if min(args.vae_steps, args.unet_steps, args.batch_size) < 1:
-        raise ConfigError("--vae-steps, --unet-steps and --batch-size must be at least 1")
+    init_from = None
+    if args.init_from is not None:
+        from attnguide.toyworld.model import WEIGHTS_DIR
+
+        init_from = WEIGHTS_DIR if args.init_from == "toyworld" else Path(args.init_from)
+        if not (init_from / "model_index.json").is_file():
+            raise ConfigError(f"--init-from {args.init_from}: no trained pipeline there (model_index.json missing); "
+                              "pass 'toyworld' or the pipeline/ folder written by `attnguide toyworld train`")
+    least_vae = 0 if init_from is not None else 1
+    if args.vae_steps < least_vae or min(args.unet_steps, args.batch_size) < 1:
+        raise ConfigError(f"--vae-steps must be at least {least_vae} (0 only with --init-from), "
+                          "--unet-steps and --batch-size at least 1")
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
     pipeline_dir = train(args.out, args.vae_steps, args.unet_steps, args.batch_size, args.seed, args.accelerator,
                          num_workers=args.num_workers, train_text_encoder=args.train_text_encoder,
-                         objects=(1, args.max_objects),
+                         objects=(1, args.max_objects), lr=args.lr, init_from=init_from,
                          command=train_command(args))
     print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
     return 0
@@ -138,7 +153,9 @@ def train_command(args: argparse.Namespace) -> list[str]:
     command = ["attnguide", "toyworld", "train", "--out", str(args.out), "--vae-steps", str(args.vae_steps),
                "--unet-steps", str(args.unet_steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
                "--accelerator", args.accelerator, "--num-workers", str(args.num_workers),
-               "--max-objects", str(args.max_objects)]
+               "--max-objects", str(args.max_objects), "--lr", str(args.lr)]
+    if args.init_from is not None:
+        command += ["--init-from", str(args.init_from)]
     return command + (["--train-text-encoder"] if args.train_text_encoder else [])
 
 

@@ -7,14 +7,21 @@ windows of the 64x64 scenes (the VAE is convolutional; crops quarter the cost of
 Stage 2, ``TextToImageModule``: SD's epsilon-prediction loss, ``||eps - unet(x_t, t, text)||^2``
 with DDPM noise at uniform ``t``, weighted per sample by min-SNR-5 (Hang et al., 2023: the same
 optimum, reached in fewer steps), captions replaced by "" with probability ``caption_dropout`` so
-classifier-free guidance works at sampling time. The weights saved are an exponential moving
-average of the UNet's (decay ``ema_decay``), as in most diffusion training recipes.
+classifier-free guidance works at sampling time. The learning rate warms up over
+``WARMUP_STEPS`` and then follows a cosine decay to 5% by the last step. The weights saved are an
+exponential moving average of the UNet's (decay ``ema_decay``, warmed up as
+``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early averages are not dominated by the
+random initialisation), as in most diffusion training recipes.
+
+``train(init_from=FOLDER)`` continues from a trained pipeline instead of random weights (the EMA
+starts from its UNet; ``vae_steps=0`` keeps its VAE and latent scale as they are).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -33,7 +40,14 @@ from transformers import CLIPTextModel
 from attnguide.models.assembly import SD_SCHEDULER_CONFIG
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.toyworld.data import ToyWorldDataModule
-from attnguide.toyworld.model import build_pipeline, parameter_counts, toy_text_encoder, toy_unet, toy_vae
+from attnguide.toyworld.model import (
+    build_pipeline,
+    load_toy_pipeline,
+    parameter_counts,
+    toy_text_encoder,
+    toy_unet,
+    toy_vae,
+)
 
 SCALE_BATCHES = 8  # batches of held-out scenes used to measure the latent standard deviation
 MIN_SNR_GAMMA = 5.0
@@ -131,11 +145,16 @@ class TextToImageModule(lightning.LightningModule):
         snr = abar / (1 - abar)
         return snr.clamp(max=MIN_SNR_GAMMA) / snr
 
+    def ema_rate(self, updates: int) -> float:
+        """The EMA decay for update number ``updates`` (0-based): ``min(decay, (1 + n) / (10 + n))``."""
+        return min(self.ema_decay, (1.0 + updates) / (10.0 + updates))
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """``ema = decay * ema + (1 - decay) * unet`` after each optimiser step."""
+        """``ema = d * ema + (1 - d) * unet`` after each optimiser step, ``d = ema_rate(step)``."""
+        decay = self.ema_rate(max(int(self.global_step) - 1, 0))
         with torch.no_grad():
             for ema, live in zip(self.ema_unet.parameters(), self.unet.parameters()):
-                ema.lerp_(live, 1.0 - self.ema_decay)
+                ema.lerp_(live, 1.0 - decay)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch["image"], list(batch["caption"]))
@@ -147,8 +166,20 @@ class TextToImageModule(lightning.LightningModule):
         if self.train_text_encoder:
             params += list(self.text_encoder.parameters())
         optimiser = torch.optim.AdamW(params, lr=self.lr, weight_decay=1e-2)
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
-        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        total = max(int(self.trainer.max_steps), 1) if self._trainer is not None else 1
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def lr_factor(step: int, total: int, warmup: int = WARMUP_STEPS, floor: float = 0.05) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` of ``total``: linear warm-up to 1 over
+    ``warmup`` steps, then cosine decay to ``floor`` at ``total`` (warm-up shortened to a tenth of
+    short runs)."""
+    warmup = min(warmup, max(total // 10, 1))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class PipelineSnapshot(Callback):
@@ -232,28 +263,43 @@ def git_commit() -> str | None:
 
 def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, batch_size: int = 32, seed: int = 0,
           accelerator: str = "auto", *, num_workers: int = 0, train_text_encoder: bool = False,
-          objects: tuple[int, int] = (1, 2), precision: str = "32-true", command: list[str] | None = None) -> Path:
+          objects: tuple[int, int] = (1, 2), precision: str = "32-true", lr: float = 6e-4,
+          init_from: str | Path | None = None, command: list[str] | None = None) -> Path:
     """Train VAE then UNet (and the text encoder if ``train_text_encoder``) on scenes of
     ``objects`` objects; write ``out_dir/{checkpoints, logs, pipeline, TRAINED_WITH.json}`` (and
     ``pipeline`` snapshots every 500 diffusion steps); return the pipeline folder (load it with
-    ``load_pipeline``)."""
-    if min(vae_steps, unet_steps, batch_size) < 1:
-        raise ValueError("vae_steps, unet_steps and batch_size must be at least 1")
+    ``load_pipeline``).
+
+    ``init_from``: a trained toy pipeline folder to continue from instead of random weights; then
+    ``vae_steps`` may be 0 (keep its VAE and latent scale), and the folder's ``TRAINED_WITH.json``
+    (or its parent's) is kept in this run's record under ``"init_from_record"``.
+    """
+    least_vae = 0 if init_from is not None else 1
+    if vae_steps < least_vae or min(unet_steps, batch_size) < 1:
+        raise ValueError(f"vae_steps must be at least {least_vae}, unet_steps and batch_size at least 1")
     args = {"out_dir": str(out_dir), "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_size": batch_size,
             "seed": seed, "accelerator": accelerator, "num_workers": num_workers,
-            "train_text_encoder": train_text_encoder, "objects": list(objects), "precision": precision}
+            "train_text_encoder": train_text_encoder, "objects": list(objects), "precision": precision, "lr": lr,
+            "init_from": None if init_from is None else str(init_from)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lightning.seed_everything(seed, workers=True, verbose=False)
     data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects)
-    vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
+    if init_from is None:
+        vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
+    else:
+        start = load_toy_pipeline(init_from)
+        vae, unet, text_encoder = start.vae, start.unet, start.text_encoder
 
-    vae_trainer = _trainer(out, "vae", vae_steps, accelerator, precision)
-    vae_trainer.fit(VAEModule(vae), train_dataloaders=data.train_dataloader())
-    scale = set_latent_scale(vae, data.val_dataloader(), vae_trainer.strategy.root_device)
+    vae_trainer = None
+    scale = float(vae.config.scaling_factor)
+    if vae_steps > 0:
+        vae_trainer = _trainer(out, "vae", vae_steps, accelerator, precision)
+        vae_trainer.fit(VAEModule(vae), train_dataloaders=data.train_dataloader())
+        scale = set_latent_scale(vae, data.val_dataloader(), vae_trainer.strategy.root_device)
 
     pipeline_dir = out / "pipeline"
-    module = TextToImageModule(vae, unet, text_encoder, train_text_encoder)
+    module = TextToImageModule(vae, unet, text_encoder, train_text_encoder, lr=lr)
     unet_trainer = _trainer(out, "unet", unet_steps, accelerator, precision,
                             [PipelineSnapshot(pipeline_dir, min(unet_steps, 500))])
     unet_trainer.fit(module, train_dataloaders=data.train_dataloader())
@@ -265,7 +311,19 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
         "git_commit": git_commit(),
         "parameters": parameter_counts(*models),
         "latent_scaling_factor": scale,
-        "final_metrics": {k: float(v) for t in (vae_trainer, unet_trainer) for k, v in t.callback_metrics.items()},
+        "final_metrics": {k: float(v) for t in (vae_trainer, unet_trainer) if t is not None
+                          for k, v in t.callback_metrics.items()},
     }
+    if init_from is not None:
+        record["init_from_record"] = previous_record(Path(init_from))
     (out / "TRAINED_WITH.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return pipeline_dir
+
+
+def previous_record(pipeline_dir: Path) -> dict[str, Any] | None:
+    """The ``TRAINED_WITH.json`` that describes ``pipeline_dir``: in it (shipped weights) or beside
+    it (a ``train`` output folder); None when there is none."""
+    for candidate in (pipeline_dir / "TRAINED_WITH.json", pipeline_dir.parent / "TRAINED_WITH.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))
+    return None
