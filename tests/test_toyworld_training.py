@@ -23,7 +23,7 @@ from attnguide.toyworld.model import (
     toy_unet,
     toy_vae,
 )
-from attnguide.toyworld.training import TextToImageModule, VAEModule
+from attnguide.toyworld.training import TextToImageModule, VAEModule, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -150,4 +150,57 @@ def test_saved_pipeline_loads_and_generates_through_the_engine(trained):
 
 def test_train_cli_rejects_non_positive_steps(tmp_path, capsys):
     assert main(["toyworld", "train", "--out", str(tmp_path), "--vae-steps", "0"]) == 2
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "must be at least 1 (0 only with --init-from)" in capsys.readouterr().err
+    assert main(["toyworld", "train", "--out", str(tmp_path), "--lr", "0"]) == 2
+    assert "--lr must be positive" in capsys.readouterr().err
+
+
+def test_train_cli_names_a_missing_init_from_folder(tmp_path, capsys):
+    assert main(["toyworld", "train", "--out", str(tmp_path), "--init-from", str(tmp_path / "nowhere"),
+                 "--vae-steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "nowhere" in err and "model_index.json missing" in err
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    # total 1000, warm-up 100: step 0 -> 1/100, step 99 -> 1; then 0.05 + 0.95 * (1 + cos(pi p)) / 2
+    assert lr_factor(0, 1000, warmup=100) == pytest.approx(0.01)
+    assert lr_factor(99, 1000, warmup=100) == pytest.approx(1.0)
+    assert lr_factor(100, 1000, warmup=100) == pytest.approx(1.0)
+    assert lr_factor(550, 1000, warmup=100) == pytest.approx(0.05 + 0.95 * 0.5)  # halfway: cos(pi/2) = 0
+    assert lr_factor(1000, 1000, warmup=100) == pytest.approx(0.05)
+    assert lr_factor(5000, 1000, warmup=100) == pytest.approx(0.05)
+    assert lr_factor(0, 20, warmup=100) == pytest.approx(0.5)  # short run: warm-up of 20 // 10 = 2 steps
+
+
+def test_ema_decay_warms_up_and_the_update_is_a_lerp(toy_models):
+    module = TextToImageModule(*toy_models, ema_decay=0.999)
+    assert module.ema_rate(0) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert module.ema_rate(90) == pytest.approx(91 / 100)
+    assert module.ema_rate(10**6) == pytest.approx(0.999)
+    ema, live = next(module.ema_unet.parameters()), next(module.unet.parameters())
+    before = ema.detach().clone()
+    with torch.no_grad():
+        live.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # no trainer attached: global_step 0, decay 0.1
+    assert torch.allclose(ema, 0.1 * before + 0.9 * live.detach())
+    with torch.no_grad():
+        live.sub_(1.0)
+        ema.copy_(live)
+
+
+def test_train_init_from_continues_a_trained_pipeline_and_records_its_origin(trained, tmp_path):
+    out = tmp_path / "more"
+    rc = main(["toyworld", "train", "--out", str(out), "--init-from", str(trained / "pipeline"), "--vae-steps", "0",
+               "--unet-steps", "2", "--batch-size", "2", "--seed", "1", "--accelerator", "cpu"])
+    assert rc == 0
+    record = json.loads((out / "TRAINED_WITH.json").read_text())
+    first = json.loads((trained / "TRAINED_WITH.json").read_text())
+    assert record["init_from_record"] == first
+    assert record["latent_scaling_factor"] == pytest.approx(first["latent_scaling_factor"])  # VAE kept
+    assert "--init-from" in record["command"] and "vae/loss" not in record["final_metrics"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["unet-last.ckpt", "unet-step=2.ckpt"]
+    from safetensors.torch import load_file
+    old = load_file(next((trained / "pipeline" / "vae").glob("*.safetensors")))
+    new = load_file(next((out / "pipeline" / "vae").glob("*.safetensors")))
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)

@@ -289,7 +289,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
         vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
     else:
         start = load_toy_pipeline(init_from)
-        vae, unet, text_encoder = start.vae, start.unet, start.text_encoder
+        vae, unet, text_encoder = start.vae, start.unet.train(), start.text_encoder  # from_pretrained gives eval mode
 
     vae_trainer = None
     scale = float(vae.config.scaling_factor)
