@@ -281,6 +281,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
             "seed": seed, "accelerator": accelerator, "num_workers": num_workers,
             "train_text_encoder": train_text_encoder, "objects": list(objects), "precision": precision, "lr": lr,
             "init_from": None if init_from is None else str(init_from)}
+    commit = git_commit()  # the code this run starts with (the checkout may move on while it trains)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lightning.seed_everything(seed, workers=True, verbose=False)
@@ -308,7 +309,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
     record = {
         "command": command if command is not None else sys.argv,
         "args": args,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "parameters": parameter_counts(*models),
         "latent_scaling_factor": scale,
         "final_metrics": {k: float(v) for t in (vae_trainer, unet_trainer) if t is not None
