@@ -17,7 +17,9 @@ from attnguide.toyworld.model import MAX_WEIGHT_BYTES, WEIGHTS_DIR, load_toy_pip
 # seeds whose unguided 50-step PNDM image the judge reads as right. If the weights are
 # retrained, pick new ones from the new evaluation.
 REGRESSION = [
-    ("a red circle", 0),
+    ("a red square", 1),
+    ("a yellow cross", 6),
+    ("a blue circle and a yellow square", 4),
 ]
 
 
