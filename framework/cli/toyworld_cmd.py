@@ -1,7 +1,8 @@
 """``attnguide toyworld sample --n 16 --seed 0 --out DIR``: a grid of toy-world scenes with their
 captions, to look at the world the toy model is trained on; ``attnguide toyworld train --out DIR``:
 train that model; ``attnguide toyworld evaluate --samples N --methods none,syngen --json``: binding
-accuracy of guidance methods on it, judged by the toy world's detector (docs/toyworld.md)."""
+accuracy of guidance methods on it, judged by the toy world's detector; ``attnguide toyworld
+attention``: whether its cross-attention localises tokens, as guidance needs (docs/toyworld.md)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,12 @@ def register(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     e.add_argument("--accelerator", default="auto")
     e.set_defaults(func=run_evaluate)
+    a = toy.add_parser("attention", help="do the model's cross-attention maps put each token on its own object?")
+    a.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
+    a.add_argument("--scenes", type=int, default=8, help="two-object scenes to measure (default 8)")
+    a.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
+    a.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    a.set_defaults(func=run_attention)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -145,6 +152,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
         (out / "summary.json").write_text(json.dumps({"config": config, "summary": summary}, indent=2) + "\n",
                                           encoding="utf-8")
     print(json.dumps(summary, indent=2) if args.json else markdown_table(summary))
+    return 0
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from attnguide.models.loading import load_pipeline
+    from attnguide.toyworld.diagnose import token_localisation
+
+    if args.scenes < 1:
+        raise ConfigError(f"--scenes must be at least 1, got {args.scenes}")
+    result = token_localisation(load_pipeline(args.model), scenes=args.scenes, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"colour and shape tokens of {args.scenes} two-object scenes; uniform entropy "
+          f"{result['uniform_entropy']:.3f} nats, preference 1 = no preference for the token's own object")
+    print("| t | entropy (nats) | own/other object |\n|---|---|---|")
+    for t, row in result["timesteps"].items():
+        print(f"| {t} | {row['entropy']:.3f} | {row['preference']:.2f} |")
     return 0
 
 
