@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
 from attnguide.attention import AttentionStore, capture_attention
 from attnguide.toyworld.data import image_to_tensor
@@ -57,7 +58,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
                        resolution: int = 16) -> dict[str, Any]:
     """Cross-attention statistics of ``pipe`` (a toy ``StableDiffusionPipeline``) on ``scenes``
     two-object scenes "a {c1} {s1} and a {c2} {s2}" (medium size), encoded by its VAE and noised
-    to each of ``timesteps``.
+    to each of ``timesteps`` by the DDPM forward process of its scheduler's betas.
 
     Returns ``{"uniform_entropy": ln(resolution^2), "timesteps": {t: {"entropy", "preference"}}}``
     with each value the mean over the scenes' four colour and shape tokens (``map_statistics``),
@@ -66,6 +67,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
     """
     store = AttentionStore(resolution=resolution)
     device = pipe.unet.device
+    noising = DDPMScheduler.from_config(pipe.scheduler.config)  # the forward process training used
     generator = torch.Generator().manual_seed(seed)
     stats: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {int(t): [] for t in timesteps}
     for k in range(scenes):
@@ -87,7 +89,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
         text = pipe.text_encoder(ids)[0]
         for t in stats:
             noise = torch.randn(latents.shape, generator=generator).to(device)
-            noisy = pipe.scheduler.add_noise(latents, noise, torch.tensor([t], device=device))
+            noisy = noising.add_noise(latents, noise, torch.tensor([t], device=device))
             with capture_attention(pipe.unet, store), store.capture():
                 pipe.unet(noisy, t, encoder_hidden_states=text)
             maps = store.maps()[0, token_rows].cpu()
