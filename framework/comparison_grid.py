@@ -25,6 +25,8 @@ def _font(size: int) -> Any:
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels: broken at spaces, and inside a word only
+    where the word alone is too wide (e.g. ``method=entropy_syngen_diffuse`` on a small tile)."""
     lines: list[str] = []
     for paragraph in text.split("\n"):
         line = ""
@@ -35,6 +37,10 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> list[s
                 line = word
             else:
                 line = candidate
+            while len(line) > 1 and draw.textlength(line, font=font) > width:
+                cut = max(k for k in range(1, len(line)) if k == 1 or draw.textlength(line[:k], font=font) <= width)
+                lines.append(line[:cut])
+                line = line[cut:]
         lines.append(line)
     return lines
 

@@ -58,8 +58,9 @@ def write_grids(run_dir: Path, jobs: list[Job], loaded: LoadedRecipe) -> list[Pa
             tiles.append(row)
         if not any(t is not None for row in tiles for t in row):
             continue
-        size = max(t.width for row in tiles for t in row if t is not None)
+        # 256-pixel tiles: larger images are reduced, small ones (the toy model's 64x64) enlarged
+        # with sharp pixels, and column labels get room to be read
         grid = comparison_grid(prompt, columns, [f"seed {s}" for s in loaded.seeds], tiles,
-                               tile=min(size, 256), missing_text="failed or not run")
+                               tile=256, missing_text="failed or not run")
         written.append(write_png(run_dir / "grids" / f"{stems[prompt]}.png", grid))
     return written

@@ -187,6 +187,18 @@ def test_comparison_grid_has_a_tile_per_seed_and_cell_with_room_for_labels():
     assert grid.getpixel((grid.width - 32, grid.height - 32)) == (255, 0, 0)
 
 
+def test_grid_labels_wrap_inside_their_column_even_within_one_long_word():
+    from PIL import Image, ImageDraw
+
+    from attnguide.comparison_grid import _font, _wrap
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font(13)
+    lines = _wrap(draw, "method=entropy_syngen_diffuse seed=3", font, 52)
+    assert len(lines) > 2 and "".join(lines).replace(" ", "") == "method=entropy_syngen_diffuseseed=3"
+    assert all(draw.textlength(line, font=font) <= 52 for line in lines)
+    assert _wrap(draw, "a b\nc", font, 200) == ["a b", "c"]
+
+
 def test_comparison_grid_enlarges_small_images_with_sharp_pixels():
     from PIL import Image
 
