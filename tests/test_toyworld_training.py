@@ -171,6 +171,8 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert lr_factor(1000, 1000, warmup=100) == pytest.approx(0.05)
     assert lr_factor(5000, 1000, warmup=100) == pytest.approx(0.05)
     assert lr_factor(0, 20, warmup=100) == pytest.approx(0.5)  # short run: warm-up of 20 // 10 = 2 steps
+    assert lr_factor(0, 100, warmup=0) == pytest.approx(1.0)  # the VAE's schedule: cosine from the start
+    assert lr_factor(50, 100, warmup=0) == pytest.approx(0.525)
 
 
 def test_ema_decay_warms_up_and_the_update_is_a_lerp(toy_models):

@@ -87,7 +87,7 @@ class VAEModule(lightning.LightningModule):
         """AdamW with a cosine decay of the learning rate to 5% over the run's ``max_steps``."""
         optimiser = torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
         total = max(int(self.trainer.max_steps), 1) if self._trainer is not None else 1
-        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total, eta_min=0.05 * self.lr)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total, warmup=0))
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
