@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
+from attnguide.alignment import positions_of_span, tokenize_prompt
 from attnguide.attention import AttentionStore, capture_attention
 from attnguide.toyworld.data import image_to_tensor
-from attnguide.toyworld.render import article, object_mask, render
+from attnguide.toyworld.evaluate import two_object_prompt
+from attnguide.toyworld.render import object_mask, render
 from attnguide.toyworld.scene import sample_scene
 
 DIAGNOSE_SEED_OFFSET = 30_000  # scenes never trained on (training starts at 1,000,000)
@@ -44,12 +46,15 @@ def map_statistics(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -
     return entropy, own_mean / other_mean
 
 
-def _word_positions(tokenizer: Any, words: Sequence[str]) -> list[int]:
-    """Index in the encoded caption (after the start token) of each word's first BPE token."""
-    positions, at = [], 1
+def _word_positions(prompt: str, words: Sequence[str], tokenizer: Any) -> list[int]:
+    """Token position (1-based, as in the attention maps) of the first piece of each of ``words``,
+    found in ``prompt`` in order, by the same alignment the guidance losses use."""
+    spans = tokenize_prompt(prompt, tokenizer).spans
+    positions, start = [], 0
     for word in words:
-        positions.append(at)
-        at += len(tokenizer(word, add_special_tokens=False).input_ids)
+        start = prompt.index(word, start)
+        positions.append(positions_of_span(start, start + len(word), spans)[0])
+        start += len(word)
     return positions
 
 
@@ -73,10 +78,8 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
     for k in range(scenes):
         scene = sample_scene(np.random.default_rng(DIAGNOSE_SEED_OFFSET + seed + k), 2, size_words=False)
         first, second = scene.objects
-        words = [article(first.colour), first.colour, first.shape, "and", article(second.colour),
-                 second.colour, second.shape]
-        pos = _word_positions(pipe.tokenizer, words)
-        token_rows = [pos[1], pos[2], pos[5], pos[6]]  # c1, s1, c2, s2
+        prompt = two_object_prompt(first.colour, first.shape, second.colour, second.shape)
+        token_rows = _word_positions(prompt, [first.colour, first.shape, second.colour, second.shape], pipe.tokenizer)
         cell = object_mask(first).shape[0] // resolution
         covers = [torch.from_numpy(object_mask(o)).float().reshape(resolution, cell, resolution, cell).mean((1, 3))
                   for o in scene.objects]
@@ -84,7 +87,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
         other = torch.stack([covers[1], covers[1], covers[0], covers[0]])
         image = image_to_tensor(render(scene))[None].to(device)
         latents = pipe.vae.encode(image).latent_dist.mean * pipe.vae.config.scaling_factor
-        ids = pipe.tokenizer(" ".join(words), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+        ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids.to(device)
         text = pipe.text_encoder(ids)[0]
         for t in stats:

@@ -55,6 +55,11 @@ class Sample:
         return (self.method, self.kind, self.index)
 
 
+def two_object_prompt(c1: str, s1: str, c2: str, s2: str) -> str:
+    """The evaluation's two-object phrasing: "a {c1} {s1} and a {c2} {s2}" ("an" before vowels)."""
+    return f"{article(c1)} {c1} {s1} and {article(c2)} {c2} {s2}"
+
+
 def two_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, str]]]]:
     """``n`` prompts "a {c1} {s1} and a {c2} {s2}" with their pairs; the same ``seed`` gives the same list."""
     rng = np.random.default_rng(seed + PROMPT_SEED_OFFSET)
@@ -62,7 +67,7 @@ def two_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, str
     for _ in range(n):
         c1, c2 = (str(c) for c in rng.choice(list(COLOURS), size=2, replace=False))
         s1, s2 = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
-        out.append((f"{article(c1)} {c1} {s1} and {article(c2)} {c2} {s2}", [(c1, s1), (c2, s2)]))
+        out.append((two_object_prompt(c1, s1, c2, s2), [(c1, s1), (c2, s2)]))
     return out
 
 
