@@ -114,7 +114,8 @@ def test_text_to_image_module_trains_only_the_unet_when_the_text_encoder_is_froz
     module = TextToImageModule(*toy_models, train_text_encoder=False)
     module.train()
     assert not module.vae.training and not module.text_encoder.training and module.unet.training
-    loss = module.loss(torch.zeros(2, 3, 64, 64), ["a red circle", "a blue square"])
+    loss, grounding = module.loss(torch.zeros(2, 3, 64, 64), ["a red circle", "a blue square"])
+    assert float(grounding) == 0.0  # off by default
     loss.backward()
     assert all(p.grad is None for p in module.vae.parameters())
     assert all(p.grad is None for p in module.text_encoder.parameters())

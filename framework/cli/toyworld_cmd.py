@@ -45,6 +45,8 @@ def register(sub: Any) -> None:
     t.add_argument("--lr", type=float, default=6e-4, help="peak UNet learning rate (default 6e-4)")
     t.add_argument("--init-from", default=None,
                    help="continue from a trained pipeline: 'toyworld' (shipped) or a folder; --vae-steps 0 keeps its VAE")
+    t.add_argument("--grounding-weight", type=float, default=0.1,
+                   help="weight of the token-grounding loss on the 16x16 cross-attention maps (default 0.1; 0: off)")
     t.set_defaults(func=run_train)
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
     e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
@@ -113,10 +115,12 @@ def run_train(args: argparse.Namespace) -> int:
                           "--unet-steps and --batch-size at least 1")
     if not args.lr > 0:
         raise ConfigError(f"--lr must be positive, got {args.lr}")
+    if not args.grounding_weight >= 0:
+        raise ConfigError(f"--grounding-weight must be 0 or more, got {args.grounding_weight}")
     pipeline_dir = train(args.out, args.vae_steps, args.unet_steps, args.batch_size, args.seed, args.accelerator,
                          num_workers=args.num_workers, train_text_encoder=args.train_text_encoder,
                          objects=(1, args.max_objects), lr=args.lr, init_from=init_from,
-                         command=train_command(args))
+                         grounding_weight=args.grounding_weight, command=train_command(args))
     print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
     return 0
 
@@ -179,6 +183,7 @@ def train_command(args: argparse.Namespace) -> list[str]:
                "--unet-steps", str(args.unet_steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
                "--accelerator", args.accelerator, "--num-workers", str(args.num_workers),
                "--max-objects", str(args.max_objects), "--lr", str(args.lr)]
+    command += ["--grounding-weight", str(args.grounding_weight)]
     if args.init_from is not None:
         command += ["--init-from", str(args.init_from)]
     return command + (["--train-text-encoder"] if args.train_text_encoder else [])

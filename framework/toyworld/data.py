@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from attnguide.models.tokenizer import clip_tokenizer
+from attnguide.toyworld.grounding import grounding_targets
 from attnguide.toyworld.render import sample
 
 TRAIN_SEED_OFFSET = 1_000_000
@@ -28,15 +30,21 @@ def image_to_tensor(image) -> torch.Tensor:  # noqa: ANN001 - a PIL image
 class ToyWorldDataset(Dataset):
     """``length`` captioned scenes; item ``i`` is ``{"image": [3, 64, 64] float32 in [-1, 1],
     "caption": str, "seed": int}`` rendered from seed ``first_seed + i`` with
-    ``objects[0] + i % (objects[1] - objects[0] + 1)`` objects (so counts cycle evenly)."""
+    ``objects[0] + i % (objects[1] - objects[0] + 1)`` objects (so counts cycle evenly).
 
-    def __init__(self, first_seed: int, length: int = DEFAULT_LENGTH, objects: tuple[int, int] = (1, 3)) -> None:
+    With ``grounding``, items also carry the token-grounding targets (``grounding_targets``):
+    ``"masks": [3, 16, 16]`` object coverage and ``"positions": [3, 2]`` colour/shape token rows.
+    """
+
+    def __init__(self, first_seed: int, length: int = DEFAULT_LENGTH, objects: tuple[int, int] = (1, 3),
+                 grounding: bool = False) -> None:
         lo, hi = objects
         if not 1 <= lo <= hi <= 3:
             raise ValueError(f"objects must be a range within (1, 3), got {objects}")
         if length < 1:
             raise ValueError(f"length must be positive, got {length}")
         self.first_seed, self.length, self.objects = first_seed, length, (lo, hi)
+        self.tokenizer = clip_tokenizer() if grounding else None
 
     def __len__(self) -> int:
         return self.length
@@ -46,28 +54,33 @@ class ToyWorldDataset(Dataset):
             raise IndexError(index)
         lo, hi = self.objects
         seed = self.first_seed + index
-        image, text, _ = sample(seed, lo + index % (hi - lo + 1))
-        return {"image": image_to_tensor(image), "caption": text, "seed": seed}
+        image, text, scene = sample(seed, lo + index % (hi - lo + 1))
+        item = {"image": image_to_tensor(image), "caption": text, "seed": seed}
+        if self.tokenizer is not None:
+            item["masks"], item["positions"] = grounding_targets(text, scene, self.tokenizer)
+        return item
 
 
 class ToyWorldDataModule(lightning.LightningDataModule):
-    """Batches ``{"image": [B, 3, 64, 64], "caption": list[str], "seed": [B] int64}``.
+    """Batches ``{"image": [B, 3, 64, 64], "caption": list[str], "seed": [B] int64}`` (plus
+    ``"masks": [B, 3, 16, 16]`` and ``"positions": [B, 3, 2]`` with ``grounding``).
 
     The train set is in a fixed order (scenes are already random), so a run is reproducible
     from ``seed`` alone; the validation set is 256 scenes from seeds never trained on.
     """
 
     def __init__(self, batch_size: int, num_workers: int = 0, seed: int = 0, objects: tuple[int, int] = (1, 3),
-                 length: int = DEFAULT_LENGTH) -> None:
+                 length: int = DEFAULT_LENGTH, grounding: bool = False) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.objects, self.length = tuple(objects), length
+        self.objects, self.length, self.grounding = tuple(objects), length, grounding
 
     def train_dataset(self) -> ToyWorldDataset:
-        return ToyWorldDataset(TRAIN_SEED_OFFSET + self.seed * SEEDS_PER_RUN_SEED, self.length, self.objects)
+        return ToyWorldDataset(TRAIN_SEED_OFFSET + self.seed * SEEDS_PER_RUN_SEED, self.length, self.objects,
+                               grounding=self.grounding)
 
     def val_dataset(self) -> ToyWorldDataset:
-        return ToyWorldDataset(20_000, 256, self.objects)
+        return ToyWorldDataset(20_000, 256, self.objects, grounding=self.grounding)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset())

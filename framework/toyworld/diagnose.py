@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from attnguide.alignment import positions_of_span, tokenize_prompt
 from attnguide.attention import AttentionStore, capture_attention
 from attnguide.toyworld.data import image_to_tensor
 from attnguide.toyworld.evaluate import two_object_prompt
-from attnguide.toyworld.render import object_mask, render
+from attnguide.toyworld.grounding import coverage, word_positions
+from attnguide.toyworld.render import render
 from attnguide.toyworld.scene import sample_scene
 
 DIAGNOSE_SEED_OFFSET = 30_000  # scenes never trained on (training starts at 1,000,000)
@@ -46,18 +46,6 @@ def map_statistics(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -
     return entropy, own_mean / other_mean
 
 
-def _word_positions(prompt: str, words: Sequence[str], tokenizer: Any) -> list[int]:
-    """Token position (1-based, as in the attention maps) of the first piece of each of ``words``,
-    found in ``prompt`` in order, by the same alignment the guidance losses use."""
-    spans = tokenize_prompt(prompt, tokenizer).spans
-    positions, start = [], 0
-    for word in words:
-        start = prompt.index(word, start)
-        positions.append(positions_of_span(start, start + len(word), spans)[0])
-        start += len(word)
-    return positions
-
-
 @torch.no_grad()
 def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (800, 500, 200), seed: int = 0,
                        resolution: int = 16) -> dict[str, Any]:
@@ -79,10 +67,8 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
         scene = sample_scene(np.random.default_rng(DIAGNOSE_SEED_OFFSET + seed + k), 2, size_words=False)
         first, second = scene.objects
         prompt = two_object_prompt(first.colour, first.shape, second.colour, second.shape)
-        token_rows = _word_positions(prompt, [first.colour, first.shape, second.colour, second.shape], pipe.tokenizer)
-        cell = object_mask(first).shape[0] // resolution
-        covers = [torch.from_numpy(object_mask(o)).float().reshape(resolution, cell, resolution, cell).mean((1, 3))
-                  for o in scene.objects]
+        token_rows = word_positions(prompt, [first.colour, first.shape, second.colour, second.shape], pipe.tokenizer)
+        covers = torch.from_numpy(coverage(scene, resolution))
         own = torch.stack([covers[0], covers[0], covers[1], covers[1]])
         other = torch.stack([covers[1], covers[1], covers[0], covers[0]])
         image = image_to_tensor(render(scene))[None].to(device)

@@ -37,9 +37,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from transformers import CLIPTextModel
 
+from attnguide.attention import AttentionStore, capture_attention
 from attnguide.models.assembly import SD_SCHEDULER_CONFIG
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.toyworld.data import ToyWorldDataModule
+from attnguide.toyworld.grounding import GROUNDING_RESOLUTION, grounding_loss
 from attnguide.toyworld.model import (
     build_pipeline,
     load_toy_pipeline,
@@ -96,11 +98,12 @@ class TextToImageModule(lightning.LightningModule):
 
     def __init__(self, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                  train_text_encoder: bool = False, caption_dropout: float = 0.1, lr: float = 6e-4,
-                 ema_decay: float = 0.999) -> None:
+                 ema_decay: float = 0.999, grounding_weight: float = 0.0) -> None:
         super().__init__()
         self.vae, self.unet, self.text_encoder = vae, unet, text_encoder
         self.train_text_encoder, self.caption_dropout, self.lr = train_text_encoder, caption_dropout, lr
-        self.ema_decay = ema_decay
+        self.ema_decay, self.grounding_weight = ema_decay, grounding_weight
+        self.attention = AttentionStore(resolution=GROUNDING_RESOLUTION)
         self.ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
         self.vae.requires_grad_(False).eval()
         self.text_encoder.requires_grad_(train_text_encoder)
@@ -126,8 +129,12 @@ class TextToImageModule(lightning.LightningModule):
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
-    def loss(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        """Epsilon-prediction MSE for one batch (``images: [B, 3, 64, 64]``)."""
+    def loss(self, images: torch.Tensor, captions: list[str], masks: torch.Tensor | None = None,
+             positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(denoising, grounding)`` losses for one batch (``images: [B, 3, 64, 64]``): the
+        min-SNR-weighted epsilon MSE, and - when ``masks [B, 3, 16, 16]`` and ``positions [B, 3, 2]``
+        are given and ``grounding_weight > 0`` - ``grounding_loss`` on the 16x16 cross-attention maps
+        of the same forward (captions dropped for classifier-free guidance name no token); else 0."""
         with torch.no_grad():
             latents = self.vae.encode(images).latent_dist.sample() * self.vae.config.scaling_factor
         dropped = (torch.rand(len(captions)) < self.caption_dropout).tolist()
@@ -135,9 +142,18 @@ class TextToImageModule(lightning.LightningModule):
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        per_sample = F.mse_loss(self.unet(noisy, t, encoder_hidden_states=text).sample, noise,
-                                reduction="none").mean(dim=(1, 2, 3))
-        return (per_sample * self.min_snr_weight(t)).mean()
+        ground = self.grounding_weight > 0 and masks is not None and positions is not None
+        if ground:
+            with capture_attention(self.unet, self.attention), self.attention.capture():
+                prediction = self.unet(noisy, t, encoder_hidden_states=text).sample
+            named = positions.clone()
+            named[torch.tensor(dropped, dtype=torch.bool)] = -1
+            grounding = grounding_loss(self.attention.maps(), masks.to(self.device), named.to(self.device))
+        else:
+            prediction = self.unet(noisy, t, encoder_hidden_states=text).sample
+            grounding = torch.zeros((), device=self.device)
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * self.min_snr_weight(t)).mean(), grounding
 
     def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
         """``min(SNR(t), gamma) / SNR(t)`` for epsilon prediction, ``SNR = abar / (1 - abar)``; ``[B]``."""
@@ -157,8 +173,10 @@ class TextToImageModule(lightning.LightningModule):
                 ema.lerp_(live, 1.0 - decay)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch["image"], list(batch["caption"]))
-        self.log("unet/loss", loss, prog_bar=True)
+        denoising, grounding = self.loss(batch["image"], list(batch["caption"]), batch.get("masks"),
+                                         batch.get("positions"))
+        loss = denoising + self.grounding_weight * grounding
+        self.log_dict({"unet/loss": loss, "unet/denoising": denoising, "unet/grounding": grounding}, prog_bar=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -264,7 +282,8 @@ def git_commit() -> str | None:
 def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, batch_size: int = 32, seed: int = 0,
           accelerator: str = "auto", *, num_workers: int = 0, train_text_encoder: bool = False,
           objects: tuple[int, int] = (1, 2), precision: str = "32-true", lr: float = 6e-4,
-          init_from: str | Path | None = None, command: list[str] | None = None) -> Path:
+          init_from: str | Path | None = None, grounding_weight: float = 0.1,
+          command: list[str] | None = None) -> Path:
     """Train VAE then UNet (and the text encoder if ``train_text_encoder``) on scenes of
     ``objects`` objects; write ``out_dir/{checkpoints, logs, pipeline, TRAINED_WITH.json}`` (and
     ``pipeline`` snapshots every 500 diffusion steps); return the pipeline folder (load it with
@@ -280,12 +299,13 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
     args = {"out_dir": str(out_dir), "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_size": batch_size,
             "seed": seed, "accelerator": accelerator, "num_workers": num_workers,
             "train_text_encoder": train_text_encoder, "objects": list(objects), "precision": precision, "lr": lr,
-            "init_from": None if init_from is None else str(init_from)}
+            "init_from": None if init_from is None else str(init_from), "grounding_weight": grounding_weight}
     commit = git_commit()  # the code this run starts with (the checkout may move on while it trains)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lightning.seed_everything(seed, workers=True, verbose=False)
-    data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects)
+    data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects,
+                              grounding=grounding_weight > 0)
     if init_from is None:
         vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
     else:
@@ -300,7 +320,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
         scale = set_latent_scale(vae, data.val_dataloader(), vae_trainer.strategy.root_device)
 
     pipeline_dir = out / "pipeline"
-    module = TextToImageModule(vae, unet, text_encoder, train_text_encoder, lr=lr)
+    module = TextToImageModule(vae, unet, text_encoder, train_text_encoder, lr=lr, grounding_weight=grounding_weight)
     unet_trainer = _trainer(out, "unet", unet_steps, accelerator, precision,
                             [PipelineSnapshot(pipeline_dir, min(unet_steps, 500))])
     unet_trainer.fit(module, train_dataloaders=data.train_dataloader())
