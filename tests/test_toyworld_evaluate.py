@@ -16,6 +16,7 @@ from attnguide.toyworld.evaluate import (
     SampleLog,
     evaluate,
     markdown_table,
+    parse_method,
     resolve_methods,
     single_object_prompts,
     summarise,
@@ -49,6 +50,32 @@ def test_resolve_methods_accepts_presets_and_plugins_and_suggests_on_typos():
     assert specs["focus"] == [{"name": "focus"}]
     with pytest.raises(ConfigError, match=r"unknown method 'syngn' \(did you mean 'syngen'\?\)"):
         resolve_methods(["syngn"], loss_plugins=[])
+
+
+def test_method_labels_carry_parameter_overrides_checked_against_the_plugins_parameters():
+    parameters = {"syngen": ["step_size", "max_step"], "entropy_syngen": ["step_size", "unrelated_entropy"]}
+    specs = resolve_methods(["syngen:step_size=5", "entropy_syngen_diffuse:step_size=2.5:weight=0.5", "syngen"],
+                            loss_plugins=["syngen", "entropy_syngen"], parameters=parameters)
+    assert specs["syngen:step_size=5"] == [{"name": "syngen", "step_size": 5}]
+    assert specs["entropy_syngen_diffuse:step_size=2.5:weight=0.5"] == [
+        {"name": "entropy_syngen", "unrelated_entropy": "diffuse", "step_size": 2.5, "weight": 0.5}]
+    assert specs["syngen"] == [{"name": "syngen"}]
+    assert parse_method("astar:flag=true:mode=diffuse") == ("astar", {"flag": True, "mode": "diffuse"})
+    with pytest.raises(ConfigError, match=r"'syngen:stepsize=5'.*no parameter 'stepsize'; did you mean 'step_size'"):
+        resolve_methods(["syngen:stepsize=5"], loss_plugins=["syngen"], parameters=parameters)
+    with pytest.raises(ConfigError, match=r"'syngen:step_size' is not key=value|'step_size' is not key=value"):
+        resolve_methods(["syngen:step_size"], loss_plugins=["syngen"])
+    with pytest.raises(ConfigError, match="'none' runs no loss"):
+        resolve_methods(["none:step_size=1"], loss_plugins=[])
+
+
+def test_evaluate_cli_rejects_a_bad_override_value_before_loading_weights(capsys):
+    from attnguide.cli.main import main
+
+    rc = main(["toyworld", "evaluate", "--model", "/nonexistent", "--methods", "syngen:step_size=fast", "--samples", "1"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "syngen" in err and "step_size" in err and "/nonexistent" not in err
 
 
 def _sample(method, kind, index, correct=False, neglect=False, swap=False):

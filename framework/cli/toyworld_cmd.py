@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
     e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
     e.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods or loss plugins (default: %(default)s)")
+                   help="comma-separated methods or loss plugins, each optionally with parameter overrides "
+                        "as NAME:KEY=VALUE[:KEY=VALUE], e.g. syngen:step_size=5 (default: %(default)s)")
     e.add_argument("--samples", type=int, default=200, help="two-object prompt x seed samples per method (default 200)")
     e.add_argument("--single-samples", type=int, default=100,
                    help="single-object samples for each of --single-methods (default 100)")
@@ -129,6 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from attnguide.engine import Engine
     from attnguide.models.loading import load_pipeline
     from attnguide.plugin_manager import make_plugin_manager
+    from attnguide.plugin_params import validate_plugin_params
     from attnguide.runtime import RuntimeConfig
     from attnguide.toyworld.evaluate import evaluate, markdown_table, resolve_methods
 
@@ -143,7 +145,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     pm = make_plugin_manager()
     loss_plugins = pm.registry.names("loss")
-    resolve_methods(methods + single, loss_plugins)  # fail on a misspelt method before loading weights
+    parameters = {name: list(pm.registry.get("loss", name).Params.model_fields) for name in loss_plugins}
+    # fail on a misspelt method or parameter, or a bad value, before loading weights
+    for label, specs in resolve_methods(methods + single, loss_plugins, parameters).items():
+        for spec in specs:
+            params = {k: v for k, v in spec.items() if k not in ("name", "weight", "window")}
+            validate_plugin_params("loss plugin", f"{spec['name']} (method {label!r})",
+                                   pm.registry.get("loss", spec["name"]).Params, params)
     out = Path(args.out) if args.out else None
     engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
                     runtime=RuntimeConfig(accelerator=args.accelerator))

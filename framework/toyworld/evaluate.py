@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from attnguide.errors import ConfigError
 from attnguide.metrics.stats import bootstrap_ci
@@ -79,16 +80,45 @@ def single_object_prompts(n: int, seed: int) -> list[tuple[str, list[tuple[str, 
     return [(f"{article(c)} {c} {s}", [(c, s)]) for c, s in (order[i % len(order)] for i in range(n))]
 
 
-def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Method names -> loss specs; an unknown name raises ``ConfigError`` with the closest match."""
+def parse_method(label: str) -> tuple[str, dict[str, Any]]:
+    """``"syngen:step_size=5:weight=2"`` -> ``("syngen", {"step_size": 5, "weight": 2})``: a method
+    name and parameter overrides for its losses (values read as YAML scalars); ``ConfigError`` on a
+    malformed pair."""
+    name, *pairs = label.split(":")
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"method {label!r}: {pair!r} is not key=value (e.g. syngen:step_size=5)")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name.strip(), overrides
+
+
+def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str],
+                    parameters: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Method labels -> loss specs. A label is a method name, optionally with overrides applied
+    to each of its losses (``parse_method``: ``"syngen:step_size=5"``); an unknown name raises
+    ``ConfigError`` with the closest match, and so does an override that is not in
+    ``parameters[loss]`` (a loss plugin's parameter names, when given) or ``weight``."""
     known = {**METHODS, **{p: [{"name": p}] for p in loss_plugins if p not in METHODS}}
     out = {}
-    for name in names:
+    for label in names:
+        name, overrides = parse_method(label)
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown method {name!r}{hint}; choose from {', '.join(known)}")
-        out[name] = known[name]
+        if overrides and not known[name]:
+            raise ConfigError(f"method {label!r}: {name!r} runs no loss, so it has no parameters to set")
+        for spec in known[name]:
+            allowed = None if parameters is None else [*parameters.get(spec["name"], ()), "weight"]
+            for key in overrides:
+                if allowed is not None and key not in allowed:
+                    close = difflib.get_close_matches(key, allowed, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ConfigError(f"method {label!r}: loss plugin {spec['name']!r} has no parameter "
+                                      f"{key!r}{hint} (parameters: {', '.join(allowed)})")
+        out[label] = [{**spec, **overrides} for spec in known[name]]
     return out
 
 
