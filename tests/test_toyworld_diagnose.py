@@ -17,13 +17,14 @@ def test_map_statistics_match_hand_computed_values():
     maps = torch.tensor([[[3.0, 1.0], [0.0, 0.0]]])
     own = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
     other = torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])
-    entropy, preference = map_statistics(maps, own, other)
+    entropy, preference, share = map_statistics(maps, own, other)
     assert entropy.item() == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
-    assert preference.item() == pytest.approx(3.0)
+    assert preference.item() == pytest.approx(3.0) and share.item() == pytest.approx(0.75)
     # uniform map: entropy ln 4, no preference, whatever the (partial) coverages
-    entropy, preference = map_statistics(torch.ones(1, 2, 2), torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]),
-                                         torch.tensor([[[0.0, 0.0], [1.0, 0.25]]]))
+    entropy, preference, share = map_statistics(torch.ones(1, 2, 2), torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]),
+                                                torch.tensor([[[0.0, 0.0], [1.0, 0.25]]]))
     assert entropy.item() == pytest.approx(math.log(4)) and preference.item() == pytest.approx(1.0)
+    assert share.item() == pytest.approx(0.25 * 0.5)  # a quarter of the map, on a half-covered cell
 
 
 def test_attention_command_reports_each_timestep_on_the_shipped_model(capsys):
@@ -33,6 +34,7 @@ def test_attention_command_reports_each_timestep_on_the_shipped_model(capsys):
     assert set(out["timesteps"]) == {"800", "500", "200"}
     for row in out["timesteps"].values():
         assert 0 < row["entropy"] <= out["uniform_entropy"] + 1e-6 and row["preference"] > 0
+        assert 0 < row["own_share"] <= 1
 
 
 def test_attention_command_rejects_no_scenes(capsys):

@@ -178,10 +178,11 @@ def run_attention(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"colour and shape tokens of {args.scenes} two-object scenes; uniform entropy "
-          f"{result['uniform_entropy']:.3f} nats, preference 1 = no preference for the token's own object")
-    print("| t | entropy (nats) | own/other object |\n|---|---|---|")
+          f"{result['uniform_entropy']:.3f} nats, preference 1 = no preference for the token's own object, "
+          "share = fraction of the map on it")
+    print("| t | entropy (nats) | own/other object | own share |\n|---|---|---|---|")
     for t, row in result["timesteps"].items():
-        print(f"| {t} | {row['entropy']:.3f} | {row['preference']:.2f} |")
+        print(f"| {t} | {row['entropy']:.3f} | {row['preference']:.2f} | {row['own_share']:.3f} |")
     return 0
 
 

@@ -26,8 +26,9 @@ from attnguide.toyworld.scene import sample_scene
 DIAGNOSE_SEED_OFFSET = 30_000  # scenes never trained on (training starts at 1,000,000)
 
 
-def map_statistics(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entropy and own-object preference of ``K`` token maps.
+def map_statistics(maps: torch.Tensor, own: torch.Tensor,
+                   other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entropy, own-object preference and own-object share of ``K`` token maps.
 
     Args:
         maps: ``[K, H, W]`` non-negative attention of each token over the grid.
@@ -35,15 +36,18 @@ def map_statistics(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -
         other: ``[K, H, W]`` coverage of the other object.
 
     Returns:
-        ``(entropy [K], preference [K])``: the entropy in nats of each map normalised to sum 1
-        (``ln(H * W)`` when uniform), and the mean attention per covered cell on the own object
-        divided by that on the other object (1 = no preference, above 1 = on its own object).
+        ``(entropy [K], preference [K], share [K])``: the entropy in nats of each map normalised
+        to sum 1 (``ln(H * W)`` when uniform); the mean attention per covered cell on the own
+        object divided by that on the other object (1 = no preference, above 1 = on its own
+        object; it grows without bound as the other object's attention goes to 0); and the
+        coverage-weighted fraction of the map on its own object, ``sum(p * own)`` (what the
+        training's grounding loss raises; 1 = all of it).
     """
     p = maps / maps.sum(dim=(1, 2), keepdim=True)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=(1, 2))
     own_mean = (p * own).sum(dim=(1, 2)) / own.sum(dim=(1, 2))
     other_mean = (p * other).sum(dim=(1, 2)) / other.sum(dim=(1, 2))
-    return entropy, own_mean / other_mean
+    return entropy, own_mean / other_mean, (p * own).sum(dim=(1, 2))
 
 
 @torch.no_grad()
@@ -53,7 +57,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
     two-object scenes "a {c1} {s1} and a {c2} {s2}" (medium size), encoded by its VAE and noised
     to each of ``timesteps`` by the DDPM forward process of its scheduler's betas.
 
-    Returns ``{"uniform_entropy": ln(resolution^2), "timesteps": {t: {"entropy", "preference"}}}``
+    Returns ``{"uniform_entropy": ln(resolution^2), "timesteps": {t: {"entropy", "preference", "own_share"}}}``
     with each value the mean over the scenes' four colour and shape tokens (``map_statistics``),
     the maps averaged over every head of every cross-attention layer at ``resolution``, as the
     guidance losses read them.
@@ -62,7 +66,7 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
     device = pipe.unet.device
     noising = DDPMScheduler.from_config(pipe.scheduler.config)  # the forward process training used
     generator = torch.Generator().manual_seed(seed)
-    stats: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {int(t): [] for t in timesteps}
+    stats: dict[int, list[tuple[torch.Tensor, ...]]] = {int(t): [] for t in timesteps}
     for k in range(scenes):
         scene = sample_scene(np.random.default_rng(DIAGNOSE_SEED_OFFSET + seed + k), 2, size_words=False)
         first, second = scene.objects
@@ -84,8 +88,8 @@ def token_localisation(pipe: Any, scenes: int = 8, timesteps: Sequence[int] = (8
             maps = store.maps()[0, token_rows].cpu()
             stats[t].append(map_statistics(maps, own, other))
     summary = {
-        t: {"entropy": float(torch.cat([e for e, _ in rows]).mean()),
-            "preference": float(torch.cat([p for _, p in rows]).mean())}
+        t: {key: float(torch.cat([row[k] for row in rows]).mean())
+            for k, key in enumerate(("entropy", "preference", "own_share"))}
         for t, rows in stats.items()
     }
     return {"uniform_entropy": math.log(resolution * resolution), "scenes": scenes, "timesteps": summary}
