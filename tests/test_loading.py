@@ -51,6 +51,17 @@ def test_local_directory_loads_and_generates_identically(tmp_path, tiny_pipe):
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_a_copy_of_the_shipped_toy_weights_loads_by_path_with_the_shipped_tokenizer(tmp_path):
+    import shutil
+
+    from attnguide.toyworld.model import WEIGHTS_DIR
+
+    shutil.copytree(WEIGHTS_DIR, tmp_path / "toy")  # no tokenizer/ folder, as shipped
+    pipe = load_pipeline(str(tmp_path / "toy"))
+    assert pipe.tokenizer("a red circle").input_ids == load_tokenizer("toyworld")("a red circle").input_ids
+    assert pipe.tokenizer.model_max_length == 77
+
+
 @pytest.mark.parametrize("model,match", [
     ("/no/such/dir", "does not exist"),
     ("./missing.safetensors", "does not exist"),

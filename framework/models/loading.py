@@ -3,6 +3,7 @@ local directory, or a single-file checkpoint."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def load_pipeline(
 
     Args:
         model: ``"tiny"`` (embedded random-weight model), ``"toyworld"`` (the shipped trained
-            toy-world model, 64x64), a local diffusers directory, a hub
+            toy-world model, 64x64), a local diffusers directory (one without a ``tokenizer/``
+            folder, like the shipped toy-world weights, gets the shipped CLIP tokenizer), a hub
             id (``CompVis/stable-diffusion-v1-4``), or a single-file ``.safetensors``/``.ckpt``.
         scheduler: short scheduler name (``ddim``, ``pndm``, ``euler`` ...) to swap in.
         dtype: ``float32``, ``float16`` or ``bfloat16`` weights.
@@ -86,6 +88,8 @@ def load_pipeline(
                 f"model path {model!r} does not exist: give a diffusers directory (with model_index.json), "
                 "a .safetensors/.ckpt file, 'tiny', or a hub id"
             )
+        if _local_folder_without_tokenizer(model):
+            kwargs["tokenizer"] = clip_tokenizer()  # e.g. a copy of the shipped toy-world weights
         try:
             if is_single_file(model):
                 if not Path(model).is_file():
@@ -103,3 +107,15 @@ def load_pipeline(
 
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe
+
+
+def _local_folder_without_tokenizer(model: str) -> bool:
+    """A local diffusers folder (``model_index.json``) that names a tokenizer but ships none."""
+    folder = Path(model).expanduser()
+    index = folder / "model_index.json"
+    if not index.is_file() or (folder / "tokenizer").is_dir():
+        return False
+    try:
+        return "tokenizer" in json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
