@@ -7,7 +7,9 @@ windows of the 64x64 scenes (the VAE is convolutional; crops quarter the cost of
 Stage 2, ``TextToImageModule``: SD's epsilon-prediction loss, ``||eps - unet(x_t, t, text)||^2``
 with DDPM noise at uniform ``t``, weighted per sample by min-SNR-5 (Hang et al., 2023: the same
 optimum, reached in fewer steps), captions replaced by "" with probability ``caption_dropout`` so
-classifier-free guidance works at sampling time. The learning rate warms up over
+classifier-free guidance works at sampling time, plus ``grounding_weight`` x the token-grounding
+loss (``attnguide.toyworld.grounding``) on the same forward's 16x16 cross-attention maps, which
+makes each colour and shape token attend to its own object. The learning rate warms up over
 ``WARMUP_STEPS`` and then follows a cosine decay to 5% by the last step. The weights saved are an
 exponential moving average of the UNet's (decay ``ema_decay``, warmed up as
 ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early averages are not dominated by the
@@ -147,7 +149,7 @@ class TextToImageModule(lightning.LightningModule):
             with capture_attention(self.unet, self.attention), self.attention.capture():
                 prediction = self.unet(noisy, t, encoder_hidden_states=text).sample
             named = positions.clone()
-            named[torch.tensor(dropped, dtype=torch.bool)] = -1
+            named[torch.tensor(dropped, dtype=torch.bool, device=named.device)] = -1
             grounding = grounding_loss(self.attention.maps(), masks.to(self.device), named.to(self.device))
         else:
             prediction = self.unet(noisy, t, encoder_hidden_states=text).sample
