@@ -103,6 +103,19 @@ def test_summarise_counts_rates_by_hand():
     assert syngen["single_object_accuracy"] is None and syngen["single_object_n"] == 0
     table = markdown_table(out)
     assert "| none | 25.0 |" in table and "| syngen | 100.0 |" in table
+    # paired on the one sample both have (index 0, right for both): no difference
+    assert out["syngen"]["vs_none"] == {"difference": 0.0, "ci95": [0.0, 0.0], "wins": 0, "losses": 0, "n": 1}
+    assert "vs_none" not in out["none"]
+
+
+def test_paired_difference_counts_wins_and_losses_on_shared_samples_by_hand():
+    samples = [_sample("none", "two", i, correct=c) for i, c in enumerate([True, False, False, True])]
+    samples += [_sample("focus", "two", i, correct=c) for i, c in enumerate([True, True, True, False, True])]
+    row = summarise(samples, ["none", "focus"])["focus"]["vs_none"]
+    # shared indices 0-3: differences 0, +1, +1, -1 -> mean +0.25; index 4 has no baseline
+    assert row["difference"] == 0.25 and row["n"] == 4 and (row["wins"], row["losses"]) == (2, 1)
+    assert row["ci95"][0] < 0.25 < row["ci95"][1]
+    assert "+25.0 (" in markdown_table(summarise(samples, ["none", "focus"]))
 
 
 class PictureEngine:

@@ -35,6 +35,7 @@ METHODS: dict[str, list[dict[str, Any]]] = {
 """Method name -> the losses it runs, each with the plugin's defaults (the papers' settings).
 Any other registered loss plugin name is accepted too and runs with its defaults."""
 DEFAULT_METHODS = tuple(METHODS)
+BASELINE = "none"  # the method every other one is paired with
 PROMPT_SEED_OFFSET = 7919  # prompts and generation seeds come from different streams
 
 
@@ -141,7 +142,28 @@ def summarise(samples: Sequence[Sample], methods: Sequence[str]) -> dict[str, di
             "single_object_ci95": [_num(one.low), _num(one.high)],
             "single_object_n": len(single),
         }
+        if method != BASELINE and BASELINE in methods:
+            out[method]["vs_none"] = paired_difference(samples, method)
     return out
+
+
+def paired_difference(samples: Sequence[Sample], method: str, baseline: str = BASELINE) -> dict[str, Any] | None:
+    """``method``'s binding accuracy minus ``baseline``'s on the two-object samples both have
+    (same prompt and seed): ``{"difference", "ci95", "wins", "losses", "n"}`` with a seeded
+    percentile bootstrap over samples, ``wins`` = right only with ``method``, ``losses`` = right
+    only with ``baseline``; None when they share no sample."""
+    def correct(name: str) -> dict[int, bool]:
+        return {s.index: bool(s.outcome["correct"]) for s in samples if s.method == name and s.kind == "two"}
+
+    ours, theirs = correct(method), correct(baseline)
+    shared = sorted(ours.keys() & theirs.keys())
+    if not shared:
+        return None
+    diffs = [float(ours[i]) - float(theirs[i]) for i in shared]
+    est = bootstrap_ci(diffs)
+    return {"difference": _num(est.mean), "ci95": [_num(est.low), _num(est.high)],
+            "wins": sum(ours[i] and not theirs[i] for i in shared),
+            "losses": sum(theirs[i] and not ours[i] for i in shared), "n": len(shared)}
 
 
 def _num(x: float) -> float | None:
@@ -225,15 +247,24 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
-    """The summary as a Markdown table (percentages), one row per method."""
+    """The summary as a Markdown table (percentages), one row per method; the last column is the
+    paired difference from ``none`` in points (95% CI; wins/losses) where there is one."""
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}"
 
-    lines = ["| method | binding accuracy % | 95% CI | neglect % | swap % | n | single-object % (n) |",
-             "|---|---|---|---|---|---|---|"]
+    def paired(row: dict[str, Any]) -> str:
+        vs = row.get("vs_none")
+        if not vs:
+            return "—"
+        lo, hi = vs["ci95"]
+        return f"{100 * vs['difference']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}; {vs['wins']}/{vs['losses']})"
+
+    lines = ["| method | binding accuracy % | 95% CI | neglect % | swap % | n | single-object % (n) "
+             "| vs none, paired (95% CI; wins/losses) |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, row in summary.items():
         lo, hi = row["ci95"]
         single = "—" if not row["single_object_n"] else f"{pct(row['single_object_accuracy'])} ({row['single_object_n']})"
         lines.append(f"| {method} | {pct(row['binding_accuracy'])} | {pct(lo)}–{pct(hi)} | "
-                     f"{pct(row['neglect_rate'])} | {pct(row['swap_rate'])} | {row['n']} | {single} |")
+                     f"{pct(row['neglect_rate'])} | {pct(row['swap_rate'])} | {row['n']} | {single} | {paired(row)} |")
     return "\n".join(lines)
