@@ -134,6 +134,8 @@ def test_train_writes_checkpoints_pipeline_and_record(trained):
     assert record["args"]["vae_steps"] == 3 and record["args"]["batch_size"] == 4
     assert "git_commit" in record and record["latent_scaling_factor"] > 0
     assert {"vae/loss", "unet/loss"} <= set(record["final_metrics"])
+    # the default --grounding-weight 0.1 reached the UNet stage: its batches carried grounding targets
+    assert record["args"]["grounding_weight"] == 0.1 and record["final_metrics"]["unet/grounding"] > 0
 
 
 def test_saved_pipeline_loads_and_generates_through_the_engine(trained):

@@ -2,8 +2,8 @@
 own object, so that the toy model's maps localise as Stable Diffusion's do.
 
 Why: trained on the denoising loss alone (2 h of CPU), the toy UNet read its caption as a bag of
-words - every token's 16x16 map was near uniform (docs/toyworld.md, "Attention diagnosis") - and
-attention guidance had nothing to push. SD's maps localise after billions of pairs; the toy world
+words - every token's 16x16 map was near uniform (docs/toyworld.md, "Attention before and after
+token grounding") - and attention guidance had nothing to push. SD's maps localise after billions of pairs; the toy world
 can instead say where every object is. This follows TokenCompose (Wang et al., CVPR 2024), which
 fine-tunes SD with a per-token loss on cross-attention maps inside segmentation masks: here
 ``1 - (attention inside the object) / (all attention)``, squared, for the colour word and the shape

@@ -306,8 +306,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lightning.seed_everything(seed, workers=True, verbose=False)
-    data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects,
-                              grounding=grounding_weight > 0)
+    data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects)
     if init_from is None:
         vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
     else:
@@ -325,7 +324,9 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
     module = TextToImageModule(vae, unet, text_encoder, train_text_encoder, lr=lr, grounding_weight=grounding_weight)
     unet_trainer = _trainer(out, "unet", unet_steps, accelerator, precision,
                             [PipelineSnapshot(pipeline_dir, min(unet_steps, 500))])
-    unet_trainer.fit(module, train_dataloaders=data.train_dataloader())
+    unet_data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects,
+                                   grounding=grounding_weight > 0)  # the VAE stage needs no grounding targets
+    unet_trainer.fit(module, train_dataloaders=unet_data.train_dataloader())
     save_pipeline(module, pipeline_dir)
     models = [module.vae, module.ema_unet, module.text_encoder]
     record = {
