@@ -15,7 +15,8 @@ from attnguide.errors import AttnguideError, ConfigError
 from attnguide.recipe_schema import PluginEntry, Recipe
 from attnguide.specs import NO_GUIDANCE
 
-_BASE_KEYS = {"loss": ("name", "weight", "window"), "callback": ("name",)}
+BASE_KEYS = {"loss": ("name", "weight", "window"), "callback": ("name",)}
+"""Spec keys the engine reads itself; every other key of a spec is a plugin parameter."""
 
 
 def resolve_plugins(recipe: Recipe, registry: Any, source: str, context: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -59,7 +60,7 @@ def _resolve_one(kind: str, key: str, entry: PluginEntry, registry: Any,
         problems.append((f"{key}.name", str(exc)))
         return None
     spec = entry.spec()
-    params = {k: v for k, v in spec.items() if k not in _BASE_KEYS[kind]}
+    params = {k: v for k, v in spec.items() if k not in BASE_KEYS[kind]}
     params = {**(params.pop("params", None) or {}), **params}
     known = list(cls.Params.model_fields)
     bad = _param_problems(cls.Params, params, known, key, f"{kind} plugin {entry.name!r}")

@@ -131,6 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from attnguide.models.loading import load_pipeline
     from attnguide.plugin_manager import make_plugin_manager
     from attnguide.plugin_params import validate_plugin_params
+    from attnguide.recipe_plugins import BASE_KEYS
     from attnguide.runtime import RuntimeConfig
     from attnguide.toyworld.evaluate import evaluate, markdown_table, resolve_methods
 
@@ -149,7 +150,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # fail on a misspelt method or parameter, or a bad value, before loading weights
     for label, specs in resolve_methods(methods + single, loss_plugins, parameters).items():
         for spec in specs:
-            params = {k: v for k, v in spec.items() if k not in ("name", "weight", "window")}
+            params = {k: v for k, v in spec.items() if k not in BASE_KEYS["loss"]}
             validate_plugin_params("loss plugin", f"{spec['name']} (method {label!r})",
                                    pm.registry.get("loss", spec["name"]).Params, params)
     out = Path(args.out) if args.out else None

@@ -45,9 +45,10 @@ def map_statistics(maps: torch.Tensor, own: torch.Tensor,
     """
     p = maps / maps.sum(dim=(1, 2), keepdim=True)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=(1, 2))
-    own_mean = (p * own).sum(dim=(1, 2)) / own.sum(dim=(1, 2))
+    share = (p * own).sum(dim=(1, 2))
+    own_mean = share / own.sum(dim=(1, 2))
     other_mean = (p * other).sum(dim=(1, 2)) / other.sum(dim=(1, 2))
-    return entropy, own_mean / other_mean, (p * own).sum(dim=(1, 2))
+    return entropy, own_mean / other_mean, share
 
 
 @torch.no_grad()
