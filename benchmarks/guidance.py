@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attnguide.engine import Engine
+from attnguide.engine.engine import Engine
 from benchmarks.models import build
 
 PROMPT = "a pink sunflower and a yellow flamingo"
@@ -42,8 +42,8 @@ class Sample:
 
 
 def _timer_callback() -> Any:
-    from attnguide.callbacks import Callback
-    from attnguide.hookspecs import hookimpl
+    from attnguide.plugin.callbacks import Callback
+    from attnguide.plugin.hookspecs import hookimpl
 
     class Timer(Callback):
         name = "step_timer"
@@ -129,7 +129,7 @@ def _loss_spec(method: str) -> list[Any]:
 
 
 def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
-    from attnguide.runtime import RuntimeConfig
+    from attnguide.engine.runtime import RuntimeConfig
 
     runtime = RuntimeConfig(precision=precision)
     parser = {"parser": "manual", "parser_params": {"bindings": BINDINGS}}  # no parser model needed

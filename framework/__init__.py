@@ -25,16 +25,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Engine": "attnguide.engine",
-    "GenerationResult": "attnguide.engine",
-    "Callback": "attnguide.callbacks",
-    "LossParams": "attnguide.losses",
-    "LossPlugin": "attnguide.losses",
+    "Engine": "attnguide.engine.engine",
+    "GenerationResult": "attnguide.engine.engine",
+    "Callback": "attnguide.plugin.callbacks",
+    "LossParams": "attnguide.plugin.losses",
+    "LossPlugin": "attnguide.plugin.losses",
     "LossTerm": "attnguide.types",
-    "SamplingConfig": "attnguide.sampling",
-    "hookimpl": "attnguide.hookspecs",
+    "SamplingConfig": "attnguide.engine.sampling",
+    "hookimpl": "attnguide.plugin.hookspecs",
     "load_pipeline": "attnguide.models.loading",
-    "make_plugin_manager": "attnguide.plugin_manager",
+    "make_plugin_manager": "attnguide.plugin.manager",
     "tiny_pipeline": "attnguide.models.tiny",
 }
 

@@ -21,3 +21,12 @@ class ParserError(AttnguideError):
 
 class ModelLoadError(AttnguideError):
     """A model id, path or checkpoint cannot be loaded."""
+
+
+class RecipeError(ConfigError):
+    """Problems with one recipe: ``problems`` holds ``(dotted key, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]], context: str = "") -> None:
+        self.source, self.problems, self.context = source, problems, context
+        where = f"recipe {source}" + (f" ({context})" if context else "")
+        super().__init__(f"{where}: " + "; ".join(f"{key}: {msg}" if key else msg for key, msg in problems))

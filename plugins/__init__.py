@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attnguide.hookspecs import hookimpl
+from attnguide.plugin.hookspecs import hookimpl
 from attnguide.plugins.astar import AStarLoss
 from attnguide.plugins.attend_excite import AttendExciteLoss
 from attnguide.plugins.entropy_syngen import EntropySynGenLoss

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pydantic
 import torch
 
-from attnguide.losses import LossParams, LossPlugin
+from attnguide.plugin.losses import LossParams, LossPlugin
 from attnguide.plugins._maps import (
     as_float,
     attend_excite_step_size,

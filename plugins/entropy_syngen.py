@@ -20,7 +20,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from attnguide.losses import LossParams, LossPlugin
+from attnguide.plugin.losses import LossParams, LossPlugin
 from attnguide.plugins._maps import as_float, entropy
 from attnguide.plugins.syngen import (
     Negatives,

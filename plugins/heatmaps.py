@@ -16,9 +16,9 @@ import pydantic
 import torch
 from PIL import Image, ImageDraw
 
-from attnguide.callbacks import Callback, CallbackParams
-from attnguide.hookspecs import hookimpl
-from attnguide.run_state import RunState
+from attnguide.plugin.callbacks import Callback, CallbackParams
+from attnguide.plugin.hookspecs import hookimpl
+from attnguide.engine.state import RunState
 
 CELL = 128
 LABEL_H = 16

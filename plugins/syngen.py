@@ -19,7 +19,7 @@ from typing import Literal
 import pydantic
 import torch
 
-from attnguide.losses import LossParams, LossPlugin
+from attnguide.plugin.losses import LossParams, LossPlugin
 from attnguide.plugins._maps import as_float, symmetric_kl
 from attnguide.types import AlignedBinding, AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 

@@ -83,7 +83,7 @@ def make_run_dir(root, cells=("method-none", "method-syngen"), prompts=("a red c
     import numpy as np
     from PIL import Image
 
-    from attnguide.jobs import prompt_stems
+    from attnguide.runs.jobs import prompt_stems
 
     run_dir = root / "run"
     stems = prompt_stems(list(prompts))

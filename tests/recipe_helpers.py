@@ -31,7 +31,7 @@ def tiny_recipe(out: Path, **keys: Any) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def registry() -> Any:
-    from attnguide.plugin_manager import make_plugin_manager
+    from attnguide.plugin.manager import make_plugin_manager
 
     return make_plugin_manager().registry
 

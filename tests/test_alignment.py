@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 
-from attnguide.alignment import TruncationWarning, align_bindings, tokenize_prompt
+from attnguide.prompts.alignment import TruncationWarning, align_bindings, tokenize_prompt
 from attnguide.errors import ConfigError
 from attnguide.models.tokenizer import clip_tokenizer
-from attnguide.parsing import Parser, analyse_prompt
+from attnguide.prompts.parsing import Parser, analyse_prompt
 from attnguide.types import Binding, ParsedPrompt, Word, WordRef
 
 

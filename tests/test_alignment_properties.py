@@ -13,7 +13,7 @@ import warnings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnguide.alignment import TruncationWarning, align_bindings
+from attnguide.prompts.alignment import TruncationWarning, align_bindings
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.types import Binding, WordRef
 

@@ -19,8 +19,8 @@ PROMPT = "a red car and a blue dog"
 
 @pytest.fixture(scope="module")
 def saved(tiny_pipe, tmp_path_factory, one_thread):
-    from attnguide.engine import Engine
-    from attnguide.results import save_image
+    from attnguide.engine.engine import Engine
+    from attnguide.results.images import save_image
 
     engine = Engine(tiny_pipe)
     result = engine.generate(PROMPT, [0], steps=4, height=128, width=128, callbacks=["heatmaps"],

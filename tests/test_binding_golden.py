@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from attnguide.binding import extract_bindings
+from attnguide.prompts.binding import extract_bindings
 from attnguide.parsers.stanza_parser import document_to_parsed
-from attnguide.parsing import get_parser
+from attnguide.prompts.parsing import get_parser
 from attnguide.types import Binding
 
 CONLLU = Path(__file__).parent / "data" / "golden_bindings.conllu"

@@ -186,7 +186,7 @@ def test_cli_unknown_set_exits_2_with_the_names(capsys):
 
 
 def test_a_recipe_takes_prompts_from_a_named_set(tmp_path):
-    from attnguide.recipe import load_recipe
+    from attnguide.runs.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("name: r\nmodel: {id: tiny}\nprompts: {set: attend-and-excite, limit: 3, seed: 5}\n"

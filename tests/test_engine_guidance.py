@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from attnguide.engine import Engine
+from attnguide.engine.engine import Engine
 from attnguide.errors import PluginError
-from attnguide.losses import LossParams, LossPlugin
+from attnguide.plugin.losses import LossParams, LossPlugin
 from attnguide.types import LossTerm
 from engine_helpers import analysis_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnguide.engine import Engine
+from attnguide.engine.engine import Engine
 from attnguide.models.schedulers import make_scheduler
 
 
@@ -69,9 +69,9 @@ def test_attention_processors_are_restored_after_run_and_after_error(engine, tin
     engine.generate("a cat", [0], steps=1, output_type="latent", progress=False)
     assert {k: type(v) for k, v in tiny_pipe.unet.attn_processors.items()} == before
 
-    from attnguide.callbacks import Callback
+    from attnguide.plugin.callbacks import Callback
     from attnguide.errors import PluginError
-    from attnguide.hookspecs import hookimpl
+    from attnguide.plugin.hookspecs import hookimpl
 
     class Boom(Callback):
         name = "boom"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnguide.engine import Engine
-from attnguide.plugin_manager import make_plugin_manager
+from attnguide.engine.engine import Engine
+from attnguide.plugin.manager import make_plugin_manager
 from engine_helpers import analysis_for
 from test_plugin_manager import installed_example  # noqa: F401 - fixture
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnguide.engine import Engine
+from attnguide.engine.engine import Engine
 from attnguide.models.loading import load_pipeline
-from attnguide.runtime import RuntimeConfig
+from attnguide.engine.runtime import RuntimeConfig
 from engine_helpers import analysis_for
 
 pytestmark = pytest.mark.gpu

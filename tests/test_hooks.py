@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnguide.callbacks import Callback
-from attnguide.engine import Engine
-from attnguide.hookspecs import hookimpl
-from attnguide.losses import LossPlugin
+from attnguide.plugin.callbacks import Callback
+from attnguide.engine.engine import Engine
+from attnguide.plugin.hookspecs import hookimpl
+from attnguide.plugin.losses import LossPlugin
 from attnguide.types import LossTerm
 from engine_helpers import analysis_for
 
@@ -81,18 +81,18 @@ def test_run_hooks_fire_in_order(engine, analysis):
 
 
 def test_attnguide_update_latents_override_wins(engine, analysis, monkeypatch):
-    import attnguide.plugin_manager as pmod
+    import attnguide.plugin.manager as pmod
 
     override = SignOnly()
     real = pmod.run_plugin_manager
     monkeypatch.setattr(
-        "attnguide.engine.run_plugin_manager",
+        "attnguide.engine.engine.run_plugin_manager",
         lambda plugins: real([*plugins, ("sign-only", override)]),
     )
     default = engine.generate(PROMPT, [0], steps=2, losses=[Mass()], analyses=[analysis],
                               output_type="latent", progress=False)
     assert override.calls > 0
-    monkeypatch.setattr("attnguide.engine.run_plugin_manager", real)
+    monkeypatch.setattr("attnguide.engine.engine.run_plugin_manager", real)
     plain = engine.generate(PROMPT, [0], steps=2, losses=[Mass()], analyses=[analysis],
                             output_type="latent", progress=False)
     assert not torch.equal(default.latents, plain.latents)

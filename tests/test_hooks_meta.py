@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attnguide import hookspecs
+from attnguide.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "attnguide_spec")]

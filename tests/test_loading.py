@@ -27,7 +27,7 @@ def test_tiny_tokenizer_is_the_real_clip_vocabulary():
 
 
 def test_tiny_cross_attention_has_contrast_for_guidance(tiny_pipe):
-    from attnguide.attention import AttentionStore, capture_attention
+    from attnguide.engine.attention import AttentionStore, capture_attention
 
     store = AttentionStore(16)
     cond = tiny_pipe.encode_prompt("a pink sunflower and a yellow flamingo", "cpu", 1, False)[0]
@@ -41,7 +41,7 @@ def test_tiny_cross_attention_has_contrast_for_guidance(tiny_pipe):
 
 
 def test_local_directory_loads_and_generates_identically(tmp_path, tiny_pipe):
-    from attnguide.engine import Engine
+    from attnguide.engine.engine import Engine
 
     tiny_pipe.save_pretrained(tmp_path / "model")
     loaded = load_pipeline(str(tmp_path / "model"), scheduler="ddim")

@@ -7,7 +7,7 @@ import pytest
 from attnguide.errors import ConfigError
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.parsers.manual import ManualParser
-from attnguide.parsing import analyse_prompt, get_parser
+from attnguide.prompts.parsing import analyse_prompt, get_parser
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_registered_under_manual_and_cached_per_params():
 
 
 def test_get_parser_looks_up_the_plugin_managers_registry():
-    from attnguide.plugin_manager import make_plugin_manager
+    from attnguide.plugin.manager import make_plugin_manager
 
     registry = make_plugin_manager().registry
     assert isinstance(get_parser("manual", {"bindings": ["cat"]}, registry), ManualParser)

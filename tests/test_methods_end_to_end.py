@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from attnguide.engine import Engine
+from attnguide.engine.engine import Engine
 from attnguide.models.loading import load_pipeline
 from engine_helpers import analysis_for
 
@@ -47,10 +47,10 @@ def test_method_lowers_its_loss_within_a_step_and_is_deterministic(engine, analy
 
 @pytest.mark.parametrize("method", ["syngen", "entropy_syngen", "astar"])
 def test_one_descent_step_lowers_the_loss_at_fixed_latents(engine, analysis, method):
-    from attnguide.guidance import guide_image
-    from attnguide.plugin_manager import make_plugin_manager, run_plugin_manager
-    from attnguide.run_state import ImageRecord
-    from attnguide.specs import build_losses
+    from attnguide.engine.guidance import guide_image
+    from attnguide.plugin.manager import make_plugin_manager, run_plugin_manager
+    from attnguide.engine.state import ImageRecord
+    from attnguide.plugin.specs import build_losses
     from attnguide.types import GuidanceContext
 
     pipe = engine.pipe
@@ -66,7 +66,7 @@ def test_one_descent_step_lowers_the_loss_at_fixed_latents(engine, analysis, met
             pipe.unet(z, t, encoder_hidden_states=cond)
         return engine.store.maps()[0]
 
-    from attnguide.attention import capture_attention
+    from attnguide.engine.attention import capture_attention
 
     with capture_attention(pipe.unet, engine.store):
         ctx = GuidanceContext(0, 10, t.item(), 0, analysis, {})

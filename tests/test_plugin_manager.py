@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from attnguide.errors import PluginError
-from attnguide.hookspecs import hookimpl
-from attnguide.losses import LossPlugin
-from attnguide.plugin_manager import make_plugin_manager
+from attnguide.plugin.hookspecs import hookimpl
+from attnguide.plugin.losses import LossPlugin
+from attnguide.plugin.manager import make_plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attnguide-focus"
 

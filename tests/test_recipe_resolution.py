@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from attnguide.jobs import content_hash, merge_results, plan_jobs, shard
-from attnguide.recipe import load_recipe
+from attnguide.runs.jobs import content_hash, merge_results, plan_jobs, shard
+from attnguide.runs.recipe import load_recipe
 from recipe_helpers import registry, skip_unless_registered, tiny_recipe, write_recipe
 
 
@@ -87,7 +87,7 @@ def test_a_named_prompt_set_is_loaded_with_its_limit_and_seed(tmp_path):
 
 
 def test_csv_without_a_prompt_column_is_an_error(tmp_path):
-    from attnguide.recipe import RecipeError
+    from attnguide.runs.recipe import RecipeError
 
     (tmp_path / "p.csv").write_text("text\na red cube\n")
     path = write_recipe(tmp_path, {**tiny_recipe(tmp_path), "prompts": {"file": "p.csv"}})
@@ -178,7 +178,7 @@ def test_merge_results_keeps_the_latest_row_per_image_and_removes_rank_files(tmp
 def test_comparison_grid_has_a_tile_per_seed_and_cell_with_room_for_labels():
     from PIL import Image
 
-    from attnguide.comparison_grid import comparison_grid
+    from attnguide.results.grids import comparison_grid
 
     tile = Image.new("RGB", (64, 64), (255, 0, 0))
     grid = comparison_grid("a prompt", ["method=none", "method=syngen"], ["seed 0", "seed 1", "seed 2"],
@@ -190,7 +190,7 @@ def test_comparison_grid_has_a_tile_per_seed_and_cell_with_room_for_labels():
 def test_grid_labels_wrap_inside_their_column_even_within_one_long_word():
     from PIL import Image, ImageDraw
 
-    from attnguide.comparison_grid import _font, _wrap
+    from attnguide.results.grids import _font, _wrap
 
     draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font(13)
     lines = _wrap(draw, "method=entropy_syngen_diffuse seed=3", font, 52)
@@ -202,7 +202,7 @@ def test_grid_labels_wrap_inside_their_column_even_within_one_long_word():
 def test_comparison_grid_enlarges_small_images_with_sharp_pixels():
     from PIL import Image
 
-    from attnguide.comparison_grid import comparison_grid
+    from attnguide.results.grids import comparison_grid
 
     small = Image.new("RGB", (64, 64), (0, 0, 255))
     small.putpixel((63, 63), (255, 0, 0))

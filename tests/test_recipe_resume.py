@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from attnguide.cli.main import main
-from attnguide.jobs import plan_jobs
-from attnguide.recipe import load_recipe
+from attnguide.runs.jobs import plan_jobs
+from attnguide.runs.recipe import load_recipe
 from recipe_helpers import registry, tiny_recipe, write_recipe
 
 ATTNGUIDE = [sys.executable, "-m", "attnguide.cli.main"]

@@ -7,8 +7,8 @@ import json
 from PIL import Image
 
 from attnguide.cli.main import main
-from attnguide.jobs import plan_jobs
-from attnguide.recipe import load_recipe
+from attnguide.runs.jobs import plan_jobs
+from attnguide.runs.recipe import load_recipe
 from recipe_helpers import registry, tiny_recipe, write_recipe
 
 

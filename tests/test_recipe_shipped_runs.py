@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from attnguide.recipe import check_output_dir, load_recipe, shipped_recipes
-from attnguide.runner import run_recipe
+from attnguide.runs.recipe import check_output_dir, load_recipe, shipped_recipes
+from attnguide.runs.runner import run_recipe
 from recipe_helpers import plugins_in, registry, skip_unless_registered
 
 SD14 = sorted(name for name in shipped_recipes() if name.endswith("_sd14"))

@@ -7,7 +7,7 @@ import yaml
 
 from attnguide.cli.main import main
 from attnguide.errors import ConfigError
-from attnguide.recipe import RecipeError, load_recipe, shipped_recipes
+from attnguide.runs.recipe import RecipeError, load_recipe, shipped_recipes
 from recipe_helpers import plugins_in, registry, skip_unless_registered, tiny_recipe, write_recipe
 
 SHIPPED = sorted(shipped_recipes())

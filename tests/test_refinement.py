@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from attnguide.guidance import guide_image
-from attnguide.losses import LossParams, LossPlugin
-from attnguide.plugin_manager import run_plugin_manager
-from attnguide.run_state import ImageRecord
+from attnguide.engine.guidance import guide_image
+from attnguide.plugin.losses import LossParams, LossPlugin
+from attnguide.plugin.manager import run_plugin_manager
+from attnguide.engine.state import ImageRecord
 from attnguide.types import GuidanceContext, LossTerm, PromptAnalysis, PromptTokens
 
 TARGET = 0.2

@@ -17,7 +17,7 @@ from attnguide.cli.main import main
 from attnguide.metrics import EvalSettings, evaluate_run
 from attnguide.report import build_report
 from attnguide.report.plots import loss_series
-from attnguide.run_reader import read_run
+from attnguide.results.reader import read_run
 from metric_helpers import make_run_dir, one_thread, tiny_clip_scorer, tiny_vqa_scorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -181,8 +181,8 @@ def test_sample_log_names_the_file_and_line_of_a_bad_record(tmp_path):
 
 
 def test_every_preset_names_a_registered_loss():
-    from attnguide.plugin_manager import make_plugin_manager
-    from attnguide.specs import build_losses
+    from attnguide.plugin.manager import make_plugin_manager
+    from attnguide.plugin.specs import build_losses
 
     registry = make_plugin_manager().registry
     for name, losses in METHODS.items():

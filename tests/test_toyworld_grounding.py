@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnguide.attention import CapturingAttnProcessor
+from attnguide.engine.attention import CapturingAttnProcessor
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.toyworld import sample
 from attnguide.toyworld.data import ToyWorldDataset

@@ -26,7 +26,7 @@ REGRESSION = [
 
 @pytest.fixture(scope="module")
 def engine():
-    from attnguide.engine import Engine
+    from attnguide.engine.engine import Engine
     from attnguide.models.loading import load_pipeline
 
     return Engine(load_pipeline("toyworld"))

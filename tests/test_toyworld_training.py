@@ -139,7 +139,7 @@ def test_train_writes_checkpoints_pipeline_and_record(trained):
 
 
 def test_saved_pipeline_loads_and_generates_through_the_engine(trained):
-    from attnguide.engine import Engine
+    from attnguide.engine.engine import Engine
     from attnguide.models.loading import load_pipeline
 
     pipe = load_pipeline(str(trained / "pipeline"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnguide.attention import AttentionStore, capture_attention
-from attnguide.engine import Engine
+from attnguide.engine.attention import AttentionStore, capture_attention
+from attnguide.engine.engine import Engine
 from attnguide.models.loading import load_pipeline
 from engine_helpers import analysis_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attnguide.types import Word
-from attnguide.ud import CLEARNLP_TO_UD, clearnlp_to_ud
+from attnguide.prompts.ud import CLEARNLP_TO_UD, clearnlp_to_ud
 
 
 def clearnlp(prompt: str, spec: str) -> list[Word]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from attnguide.errors import ConfigError
+from ..errors import ConfigError
 
 MAPS_KEY = "maps.safetensors"
 
@@ -105,7 +105,7 @@ def _csv(text: str | None, cast: Any) -> list[Any] | None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from attnguide.outputs import write_png
+    from ..results.files import write_png
 
     out = out or sys.stdout
     if not 0.0 <= args.alpha <= 1.0:

@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from attnguide.datasets import list_prompt_sets
+    from ..datasets import list_prompt_sets
 
     out = out or sys.stdout
     rows = [{"name": s.name, "size": len(s.read()), "licence": s.licence, "source": s.source,
@@ -51,7 +51,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from attnguide.datasets import load_prompt_items
+    from ..datasets import load_prompt_items
 
     out = out or sys.stdout
     for item in load_prompt_items(args.name, args.limit, args.seed):
@@ -60,7 +60,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def cmd_dvmp(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from attnguide.datasets import generate_dvmp
+    from ..datasets import generate_dvmp
 
     out = out or sys.stdout
     for prompt in generate_dvmp(args.n, args.seed, args.max_phrases):

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from attnguide.metrics.evaluate import EvalSettings
+    from ..metrics.evaluate import EvalSettings
 
     defaults = EvalSettings()
     device = args.device
@@ -55,7 +55,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace, out: TextIO | None = None, **scorers: Any) -> int:
     """``scorers``: ``clip=``/``vqa=`` instances to use instead of loading models (tests)."""
-    from attnguide.metrics.evaluate import evaluate_run
+    from ..metrics.evaluate import evaluate_run
 
     out = out or sys.stdout
     result = evaluate_run(args.run_dir, settings_from_args(args), progress=not args.quiet, **scorers)

@@ -11,8 +11,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from attnguide.errors import ConfigError
-from attnguide.outputs import ensure_writable_dir
+from ..errors import ConfigError
+from ..results.files import ensure_writable_dir
 
 
 def register(sub: Any) -> None:
@@ -56,7 +56,7 @@ def parse_key_values(items: list[str], what: str) -> dict[str, Any]:
 
 
 def _sampling(args: argparse.Namespace) -> Any:
-    from attnguide.sampling import SamplingConfig
+    from ..engine.sampling import SamplingConfig
 
     fields = {
         "steps": ("--steps", args.steps), "guidance_scale": ("--guidance-scale", args.guidance_scale),
@@ -75,8 +75,8 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnguide.plugin_manager import make_plugin_manager
-    from attnguide.specs import build_losses
+    from ..plugin.manager import make_plugin_manager
+    from ..plugin.specs import build_losses
 
     sampling = _sampling(args)
     prompts = [p for p in args.prompt]
@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_dir: Path, pm: Any,
               loss_spec: list[dict[str, Any]]) -> int:
-    from attnguide.engine import Engine
-    from attnguide.models.loading import load_pipeline
-    from attnguide.results import image_name, save_image
-    from attnguide.runtime import RuntimeConfig
+    from ..engine.engine import Engine
+    from ..models.loading import load_pipeline
+    from ..results.images import image_name, save_image
+    from ..engine.runtime import RuntimeConfig
 
     started = time.perf_counter()
     pipe = load_pipeline(args.model, scheduler=args.scheduler)

@@ -9,8 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import attnguide
-from attnguide.errors import AttnguideError
+from .. import __version__
+from ..errors import AttnguideError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "attnguide.cli.generate_cmd",
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnguide",
         description="Test-time attention guidance for text-to-image diffusion models.",
     )
-    parser.add_argument("--version", action="version", version=f"attnguide {attnguide.__version__}")
+    parser.add_argument("--version", action="version", version=f"attnguide {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:

@@ -12,10 +12,10 @@ import json
 import sys
 from typing import Any, TextIO
 
-from attnguide.errors import ConfigError
-from attnguide.models.loading import load_tokenizer
-from attnguide.parsing import analyse_prompt, get_parser
-from attnguide.types import PromptAnalysis
+from ..errors import ConfigError
+from ..models.loading import load_tokenizer
+from ..prompts.parsing import analyse_prompt, get_parser
+from ..types import PromptAnalysis
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Analyse ``args.prompt`` and print it; errors are raised as ``AttnguideError``."""
     out = out or sys.stdout
-    from attnguide.plugin_manager import make_plugin_manager
+    from ..plugin.manager import make_plugin_manager
 
     registry = make_plugin_manager().registry
     parser = get_parser(args.parser, _parser_params(args, registry), registry)

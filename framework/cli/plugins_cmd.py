@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
 
 def describe_plugins(pm: Any) -> list[dict[str, Any]]:
     """One dict per registered class: kind, name, registrar, distribution, version, params."""
-    from attnguide.plugin_manager import KINDS, distribution_of
+    from ..plugin.manager import KINDS, distribution_of
 
     rows = []
     for kind in KINDS:
@@ -38,7 +38,7 @@ def describe_plugins(pm: Any) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnguide.plugin_manager import make_plugin_manager
+    from ..plugin.manager import make_plugin_manager
 
     rows = describe_plugins(make_plugin_manager())
     if args.json:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from attnguide.errors import AttnguideError
+from ..errors import AttnguideError
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
 
 # -- run ----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from attnguide.recipe import check_output_dir, load_recipe
+    from ..runs.recipe import check_output_dir, load_recipe
 
     loaded = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_dry_run(loaded)
         return 0
     check_output_dir(loaded, create=True)
-    from attnguide.runner import run_recipe
+    from ..runs.runner import run_recipe
 
     summary = run_recipe(loaded, progress=not args.quiet)
     if summary is None:  # another process of a multi-process run: rank 0 reports
@@ -74,8 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_dry_run(loaded: Any) -> None:
-    from attnguide.jobs import is_finished, plan_jobs
-    from attnguide.run_outputs import dump_yaml
+    from ..runs.jobs import is_finished, plan_jobs
+    from ..results.shared import dump_yaml
 
     print(dump_yaml(loaded.resolved(), f"Resolved from {loaded.source}"), end="")
     jobs = plan_jobs(loaded)
@@ -112,7 +112,7 @@ _STANDARD_FILES = ("image", "metadata", "latents")
 
 def _artifacts(loaded: Any) -> dict[str, tuple[int, Path]]:
     """Files that callbacks added next to the images (heat maps ...), by kind."""
-    from attnguide.jobs import plan_jobs, read_metadata
+    from ..runs.jobs import plan_jobs, read_metadata
 
     found: dict[str, list[Path]] = {}
     for job in plan_jobs(loaded):
@@ -130,8 +130,8 @@ def _artifacts(loaded: Any) -> dict[str, tuple[int, Path]]:
 
 # -- validate -----------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from attnguide.plugin_manager import make_plugin_manager
-    from attnguide.recipe import check_output_dir, load_recipe
+    from ..plugin.manager import make_plugin_manager
+    from ..runs.recipe import check_output_dir, load_recipe
 
     overrides = [item for item in args.items if "=" in item]
     refs = [item for item in args.items if "=" not in item]
@@ -156,7 +156,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- recipes ------------------------------------------------------------------------------
 def describe_shipped() -> list[dict[str, str]]:
-    from attnguide.recipe import shipped_recipes
+    from ..runs.recipe import shipped_recipes
 
     rows = []
     for name, path in shipped_recipes().items():

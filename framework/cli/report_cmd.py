@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from attnguide.report import build_report
+    from ..report import build_report
 
     out = out or sys.stdout
     report = build_report(args.run_dir, args.out, embed=args.embed, title=args.title)

@@ -15,8 +15,8 @@ from typing import Any
 
 from PIL import Image
 
-from attnguide.errors import ConfigError
-from attnguide.toyworld.evaluate import DEFAULT_METHODS
+from ..errors import ConfigError
+from ..toyworld.evaluate import DEFAULT_METHODS
 
 
 def register(sub: Any) -> None:
@@ -77,7 +77,7 @@ def register(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from attnguide.toyworld import detect, sample
+    from ..toyworld import detect, sample
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
@@ -100,11 +100,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from attnguide.toyworld.training import train
+    from ..toyworld.training import train
 
     init_from = None
     if args.init_from is not None:
-        from attnguide.toyworld.model import WEIGHTS_DIR
+        from ..toyworld.model import WEIGHTS_DIR
 
         init_from = WEIGHTS_DIR if args.init_from == "toyworld" else Path(args.init_from)
         if not (init_from / "model_index.json").is_file():
@@ -127,13 +127,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from attnguide.engine import Engine
-    from attnguide.models.loading import load_pipeline
-    from attnguide.plugin_manager import make_plugin_manager
-    from attnguide.plugin_params import validate_plugin_params
-    from attnguide.recipe_plugins import BASE_KEYS
-    from attnguide.runtime import RuntimeConfig
-    from attnguide.toyworld.evaluate import evaluate, markdown_table, resolve_methods
+    from ..engine.engine import Engine
+    from ..models.loading import load_pipeline
+    from ..plugin.manager import make_plugin_manager
+    from ..plugin.params import validate_plugin_params
+    from ..runs.resolve import BASE_KEYS
+    from ..engine.runtime import RuntimeConfig
+    from ..toyworld.evaluate import evaluate, markdown_table, resolve_methods
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     single = [m.strip() for m in args.single_methods.split(",") if m.strip()]
@@ -169,8 +169,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from attnguide.models.loading import load_pipeline
-    from attnguide.toyworld.diagnose import token_localisation
+    from ..models.loading import load_pipeline
+    from ..toyworld.diagnose import token_localisation
 
     if args.scenes < 1:
         raise ConfigError(f"--scenes must be at least 1, got {args.scenes}")

@@ -7,7 +7,7 @@ where the source makes them known; ``generate_dvmp`` makes DVMP prompts for any 
 
 from __future__ import annotations
 
-from attnguide.datasets.catalog import (
+from .catalog import (
     SETS,
     PromptItem,
     PromptSet,
@@ -16,7 +16,7 @@ from attnguide.datasets.catalog import (
     load_prompt_items,
     load_prompt_set,
 )
-from attnguide.datasets.dvmp import DvmpPhrase, DvmpPrompt, generate_dvmp
+from .dvmp import DvmpPhrase, DvmpPrompt, generate_dvmp
 
 __all__ = [
     "SETS",

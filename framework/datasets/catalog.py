@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from attnguide.datasets.seeded import shuffled
-from attnguide.errors import ConfigError
+from .seeded import shuffled
+from ..errors import ConfigError
 
 DVMP_SIZE, DVMP_SEED = 200, 0
 
@@ -104,7 +104,7 @@ COMPBENCH = (("color", "t2i_compbench/color_val.txt"), ("shape", "t2i_compbench/
 # -- DVMP -------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
 def _dvmp() -> tuple[PromptItem, ...]:
-    from attnguide.datasets.dvmp import generate_dvmp
+    from .dvmp import generate_dvmp
 
     return tuple(
         PromptItem(p.text, "dvmp", i, f"{len(p.phrases)}-phrase", p.subjects, tuple(ph.text for ph in p.phrases))

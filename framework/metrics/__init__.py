@@ -6,12 +6,12 @@ SynGen's per-phrase comparison) and a BLIP-VQA binding score, aggregated with bo
 
 from __future__ import annotations
 
-from attnguide.metrics.clip_score import ClipScorer, ClipScores
-from attnguide.metrics.evaluate import SCALARS, EvalResult, EvalSettings, evaluate_run
-from attnguide.metrics.models import DEFAULT_BLIP_VQA, DEFAULT_CLIP, load_blip_vqa, load_clip
-from attnguide.metrics.phrases import noun_phrases, split_phrases
-from attnguide.metrics.stats import Estimate, bootstrap_ci, phrase_preference
-from attnguide.metrics.vqa import BlipVqaScorer
+from .clip_score import ClipScorer, ClipScores
+from .evaluate import SCALARS, EvalResult, EvalSettings, evaluate_run
+from .models import DEFAULT_BLIP_VQA, DEFAULT_CLIP, load_blip_vqa, load_clip
+from .phrases import noun_phrases, split_phrases
+from .stats import Estimate, bootstrap_ci, phrase_preference
+from .vqa import BlipVqaScorer
 
 __all__ = [
     "DEFAULT_BLIP_VQA",

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnguide.errors import ConfigError
-from attnguide.metrics.models import DEFAULT_BLIP_VQA, DEFAULT_CLIP
-from attnguide.metrics.phrases import noun_phrases
-from attnguide.metrics.stats import BOOTSTRAP_SAMPLES, CONFIDENCE, bootstrap_ci, phrase_preference
-from attnguide.metrics.vqa import DEFAULT_TEMPLATE
-from attnguide.outputs import atomic_write, write_json
-from attnguide.run_reader import ImageEntry, read_run
+from ..errors import ConfigError
+from .models import DEFAULT_BLIP_VQA, DEFAULT_CLIP
+from .phrases import noun_phrases
+from .stats import BOOTSTRAP_SAMPLES, CONFIDENCE, bootstrap_ci, phrase_preference
+from .vqa import DEFAULT_TEMPLATE
+from ..results.files import atomic_write, write_json
+from ..results.reader import ImageEntry, read_run
 
 METRICS_FILE, SUMMARY_FILE = "metrics.jsonl", "metrics_summary.json"
 FAMILIES = ("clip", "vqa")
@@ -84,9 +84,9 @@ def evaluate_run(run_dir: Path | str, settings: EvalSettings | None = None, *, c
 
 
 def _scorers(settings: EvalSettings, clip: Any, vqa: Any) -> tuple[Any, Any]:
-    from attnguide.metrics.clip_score import ClipScorer
-    from attnguide.metrics.models import load_blip_vqa, load_clip
-    from attnguide.metrics.vqa import BlipVqaScorer
+    from .clip_score import ClipScorer
+    from .models import load_blip_vqa, load_clip
+    from .vqa import BlipVqaScorer
 
     if "clip" in settings.metrics and clip is None:
         model, processor = load_clip(settings.clip_model, settings.device)

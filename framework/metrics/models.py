@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from attnguide.errors import ModelLoadError
+from ..errors import ModelLoadError
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 DEFAULT_BLIP_VQA = "Salesforce/blip-vqa-base"

@@ -1,7 +1,7 @@
 """A prompt's noun phrases - the "objects" of the per-phrase CLIP and VQA scores.
 
 ``spacy``: the prompt goes through the ``spacy`` parser and the shared binding rules
-(``attnguide.binding``), so a phrase is exactly what the guidance methods bind: each entity with
+(``attnguide.prompts.binding``), so a phrase is exactly what the guidance methods bind: each entity with
 its modifiers, written as determiner + modifiers + noun ("a car that is red" -> "a red car").
 
 ``split``: the prompt is cut at " and " and " with " - what Attend-and-Excite's evaluation does
@@ -16,7 +16,7 @@ import functools
 import logging
 import re
 
-from attnguide.errors import AttnguideError, ConfigError
+from ..errors import AttnguideError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def split_phrases(prompt: str) -> list[str]:
 @functools.lru_cache(maxsize=4096)
 def spacy_phrases(prompt: str) -> tuple[str, ...]:
     """One phrase per entity of the binding rules, in prompt order (may be empty)."""
-    from attnguide.parsing import get_parser
+    from ..prompts.parsing import get_parser
 
     parser = get_parser("spacy")
     parsed = parser.parse(prompt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from attnguide.models.tokenizer import VOCAB_SIZE, clip_tokenizer
+from .tokenizer import VOCAB_SIZE, clip_tokenizer
 
 # SD 1.x's scheduler configuration (scaled-linear betas, offset 1).
 SD_SCHEDULER_CONFIG = {

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attnguide.errors import ModelLoadError
-from attnguide.models.tokenizer import clip_tokenizer
+from ..errors import ModelLoadError
+from .tokenizer import clip_tokenizer
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 EMBEDDED_MODELS = ("tiny", "toyworld")
@@ -69,11 +69,11 @@ def load_pipeline(
     from diffusers import StableDiffusionPipeline
 
     if model == "tiny":
-        from attnguide.models.tiny import tiny_pipeline
+        from .tiny import tiny_pipeline
 
         pipe = tiny_pipeline()
     elif model == "toyworld":
-        from attnguide.toyworld.model import load_toy_pipeline
+        from ..toyworld.model import load_toy_pipeline
 
         pipe = load_toy_pipeline()
     else:
@@ -103,7 +103,7 @@ def load_pipeline(
             raise ModelLoadError(_not_found(model, exc)) from None
         pipe.set_progress_bar_config(disable=True)
     if scheduler:
-        from attnguide.models.schedulers import make_scheduler
+        from .schedulers import make_scheduler
 
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe

@@ -6,7 +6,7 @@ from typing import Any
 
 import diffusers
 
-from attnguide.errors import ConfigError
+from ..errors import ConfigError
 
 SCHEDULERS: dict[str, str] = {
     "ddim": "DDIMScheduler",

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from attnguide.models.assembly import SD_SCHEDULER_CONFIG, assemble_pipeline, clip_text_encoder
+from .assembly import SD_SCHEDULER_CONFIG, assemble_pipeline, clip_text_encoder
 
 __all__ = ["SD_SCHEDULER_CONFIG", "tiny_pipeline", "tiny_unet", "tiny_vae", "tiny_text_encoder"]
 

@@ -3,6 +3,6 @@ confidence intervals, loss curves, heat maps, the resolved recipe), report.csv a
 
 from __future__ import annotations
 
-from attnguide.report.build import Report, build_report
+from .build import Report, build_report
 
 __all__ = ["Report", "build_report"]

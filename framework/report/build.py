@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnguide.outputs import atomic_write
-from attnguide.report.page import Links, PageInputs, render_page
-from attnguide.report.plots import loss_series, plot_losses
-from attnguide.report.tables import cell_rows, to_csv, to_markdown
-from attnguide.run_reader import RunContents, read_run
+from ..results.files import atomic_write
+from .page import Links, PageInputs, render_page
+from .plots import loss_series, plot_losses
+from .tables import cell_rows, to_csv, to_markdown
+from ..results.reader import RunContents, read_run
 
 HTML, CSV, MARKDOWN, ASSETS = "report.html", "report.csv", "report.md", "report_files"
 
@@ -26,7 +26,7 @@ class Report:
 
 def load_summary(run_dir: Path, contents: RunContents) -> dict[str, Any] | None:
     """``metrics_summary.json``; rebuilt from ``metrics.jsonl`` when only that exists."""
-    from attnguide.metrics.evaluate import METRICS_FILE, SUMMARY_FILE
+    from ..metrics.evaluate import METRICS_FILE, SUMMARY_FILE
 
     try:
         return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -35,7 +35,7 @@ def load_summary(run_dir: Path, contents: RunContents) -> dict[str, Any] | None:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return None
-    from attnguide.metrics.evaluate import EvalSettings, summarise
+    from ..metrics.evaluate import EvalSettings, summarise
 
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -48,7 +48,7 @@ def load_summary(run_dir: Path, contents: RunContents) -> dict[str, Any] | None:
 
 def _grids(contents: RunContents) -> dict[str, Path]:
     """The runner's ``grids/<prompt stem>.png`` per prompt, where it exists."""
-    from attnguide.jobs import prompt_stems
+    from ..runs.jobs import prompt_stems
 
     stems = prompt_stems(contents.prompts)
     found = {p: contents.run_dir / "grids" / f"{stems[p]}.png" for p in contents.prompts}

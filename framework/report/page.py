@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from attnguide.report.tables import CellRow, best_cells, format_estimate
-from attnguide.run_reader import RunContents
+from .tables import CellRow, best_cells, format_estimate
+from ..results.reader import RunContents
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from attnguide.run_reader import ImageEntry
+from ..results.reader import ImageEntry
 
 Series = dict[str, dict[str, list[tuple[int, float]]]]  # plugin -> cell -> [(step, mean value)]
 

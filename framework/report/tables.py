@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnguide.run_reader import RunContents
+from ..results.reader import RunContents
 
 
 @dataclass

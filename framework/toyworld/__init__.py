@@ -6,9 +6,9 @@ picture back into ``(colour, shape)`` detections and scores them against a capti
 
 from __future__ import annotations
 
-from attnguide.toyworld.judge import Detection, binding_outcome, detect, parse_caption, recovered
-from attnguide.toyworld.render import caption, object_mask, render, sample
-from attnguide.toyworld.scene import BACKGROUND, COLOURS, SHAPES, SIZES, Scene, ToyObject, sample_scene
+from .judge import Detection, binding_outcome, detect, parse_caption, recovered
+from .render import caption, object_mask, render, sample
+from .scene import BACKGROUND, COLOURS, SHAPES, SIZES, Scene, ToyObject, sample_scene
 
 __all__ = [
     "BACKGROUND",

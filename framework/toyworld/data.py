@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnguide.models.tokenizer import clip_tokenizer
-from attnguide.toyworld.grounding import grounding_targets
-from attnguide.toyworld.render import sample
+from ..models.tokenizer import clip_tokenizer
+from .grounding import grounding_targets
+from .render import sample
 
 TRAIN_SEED_OFFSET = 1_000_000
 SEEDS_PER_RUN_SEED = 10_000_000  # run seed s trains on scenes TRAIN_SEED_OFFSET + s * this + i

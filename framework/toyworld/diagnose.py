@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from attnguide.attention import AttentionStore, capture_attention
-from attnguide.toyworld.data import image_to_tensor
-from attnguide.toyworld.evaluate import two_object_prompt
-from attnguide.toyworld.grounding import coverage, word_positions
-from attnguide.toyworld.render import render
-from attnguide.toyworld.scene import sample_scene
+from ..engine.attention import AttentionStore, capture_attention
+from .data import image_to_tensor
+from .evaluate import two_object_prompt
+from .grounding import coverage, word_positions
+from .render import render
+from .scene import sample_scene
 
 DIAGNOSE_SEED_OFFSET = 30_000  # scenes never trained on (training starts at 1,000,000)
 

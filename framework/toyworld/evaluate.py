@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from attnguide.errors import ConfigError
-from attnguide.metrics.stats import bootstrap_ci
-from attnguide.toyworld.judge import binding_outcome, detect
-from attnguide.toyworld.render import article
-from attnguide.toyworld.scene import COLOURS, SHAPES
+from ..errors import ConfigError
+from ..metrics.stats import bootstrap_ci
+from .judge import binding_outcome, detect
+from .render import article
+from .scene import COLOURS, SHAPES
 
 METHODS: dict[str, list[dict[str, Any]]] = {
     "none": [],

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnguide.alignment import positions_of_span, tokenize_prompt
-from attnguide.toyworld.render import object_mask
-from attnguide.toyworld.scene import Scene
+from ..prompts.alignment import positions_of_span, tokenize_prompt
+from .render import object_mask
+from .scene import Scene
 
 MAX_OBJECTS = 3
 GROUNDING_RESOLUTION = 16

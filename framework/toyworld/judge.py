@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from attnguide.toyworld.scene import COLOURS, SHAPES, SIZES, Scene, ToyObject
+from .scene import COLOURS, SHAPES, SIZES, Scene, ToyObject
 
 COLOUR_THRESHOLD = 60.0
 """Largest RGB distance at which a pixel still counts as a palette colour."""
@@ -106,7 +106,7 @@ _TEMPLATE_OFFSETS = tuple((dx / 3, dy / 3) for dx in range(3) for dy in range(3)
 def shape_templates() -> dict[str, list[tuple[np.ndarray, float]]]:
     """Shape -> ``(normalised mask, aspect ratio)`` for each size and sub-pixel offset, made by rendering the shape
     alone and passing it through the judge's own segmentation."""
-    from attnguide.toyworld.render import render
+    from .render import render
 
     templates: dict[str, list[tuple[np.ndarray, float]]] = {}
     for shape in SHAPES:

@@ -24,9 +24,9 @@ from typing import Any
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from attnguide.errors import ModelLoadError
-from attnguide.models.assembly import assemble_pipeline, clip_text_encoder
-from attnguide.toyworld.scene import IMAGE_SIZE
+from ..errors import ModelLoadError
+from ..models.assembly import assemble_pipeline, clip_text_encoder
+from .scene import IMAGE_SIZE
 
 LATENT_CHANNELS = 4
 VAE_DOWNSAMPLING = 4
@@ -92,7 +92,7 @@ def load_toy_pipeline(folder: str | Path = WEIGHTS_DIR) -> StableDiffusionPipeli
     """
     import torch
 
-    from attnguide.models.tokenizer import clip_tokenizer
+    from ..models.tokenizer import clip_tokenizer
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():

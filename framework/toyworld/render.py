@@ -12,7 +12,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attnguide.toyworld.scene import COLOURS, IMAGE_SIZE, Scene, ToyObject, sample_scene
+from .scene import COLOURS, IMAGE_SIZE, Scene, ToyObject, sample_scene
 
 SUPERSAMPLE = 4
 

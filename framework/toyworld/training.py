@@ -39,12 +39,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from transformers import CLIPTextModel
 
-from attnguide.attention import AttentionStore, capture_attention
-from attnguide.models.assembly import SD_SCHEDULER_CONFIG
-from attnguide.models.tokenizer import clip_tokenizer
-from attnguide.toyworld.data import ToyWorldDataModule
-from attnguide.toyworld.grounding import GROUNDING_RESOLUTION, grounding_loss
-from attnguide.toyworld.model import (
+from ..engine.attention import AttentionStore, capture_attention
+from ..models.assembly import SD_SCHEDULER_CONFIG
+from ..models.tokenizer import clip_tokenizer
+from .data import ToyWorldDataModule
+from .grounding import GROUNDING_RESOLUTION, grounding_loss
+from .model import (
     build_pipeline,
     load_toy_pipeline,
     parameter_counts,

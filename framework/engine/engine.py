@@ -1,0 +1,305 @@
+"""The guidance engine: owns the denoising loop of a diffusers Stable Diffusion pipeline.
+
+With no loss plugin the loop is the pipeline's own (same components, scheduler calls and
+random draws), so outputs match ``StableDiffusionPipeline.__call__``. With loss plugins, each
+step first runs the guidance phase (``attnguide.engine.guidance``) on every image, then the ordinary
+classifier-free-guidance step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .attention import AttentionStore, capture_attention
+from ..errors import ConfigError
+from .guidance import guide_image
+from ..plugin.manager import AttnguidePluginManager, call_each, make_plugin_manager, run_plugin_manager
+from .state import ImageRecord, RunState
+from .runtime import RuntimeConfig, make_fabric
+from .sampling import SamplingConfig, expand_prompts
+from ..plugin.specs import build_callbacks, build_losses
+from ..types import GuidanceContext, PromptAnalysis
+
+
+@dataclass
+class GenerationResult:
+    """Output of ``Engine.generate``.
+
+    Attributes:
+        images: PIL images, one per (prompt, seed), prompt-major (empty for ``output_type='latent'``).
+        latents: final latents ``[B, C, h, w]`` float32 on CPU.
+        records: per image: prompt, seed, bindings with token positions, per-step loss terms.
+        run: the run state (timesteps, captured maps, timings).
+    """
+
+    images: list[Any]
+    latents: torch.Tensor
+    records: list[ImageRecord]
+    run: RunState
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Guided generation for one pipeline.
+
+    Args:
+        pipe: a diffusers ``StableDiffusionPipeline`` (SD 1.x / 2.x layout).
+        runtime: Fabric settings (device, precision).
+        attention_resolution: capture cross-attention layers whose grid is this size (16 for
+            SD 1.x at 512 px; the tiny model at 256 px also has 16x16 layers).
+        attention_layers: optional explicit processor names to capture instead.
+        parser: registered parser name used when losses need bindings; ``parser_params`` its
+            settings.
+        plugin_manager: a manager from ``make_plugin_manager()``; built when omitted.
+        truncate_guidance: stop the guidance forward right after the last captured layer
+            (same loss and gradient, less work). On by default.
+        gradient_checkpointing: recompute UNet activations in the guidance backward instead
+            of storing them (less memory, more time).
+        reference_style: run as the reference implementations do - classic attention in
+            every layer of every forward, full guidance forwards, and Attend-and-Excite's
+            repeated refinement forward. Same results; for benchmarks.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        runtime: RuntimeConfig | None = None,
+        attention_resolution: int | None = 16,
+        attention_layers: Sequence[str] | None = None,
+        parser: str = "spacy",
+        parser_params: dict[str, Any] | None = None,
+        plugin_manager: AttnguidePluginManager | None = None,
+        fabric: Any = None,
+        truncate_guidance: bool = True,
+        gradient_checkpointing: bool = False,
+        reference_style: bool = False,
+    ) -> None:
+        self.pipe = pipe
+        self.fabric = fabric or make_fabric(runtime)
+        self.pm = plugin_manager or make_plugin_manager()
+        self.store = AttentionStore(attention_resolution, attention_layers)
+        self.parser_name = parser
+        self.parser_params = dict(parser_params or {})
+        self._parser: Any = None
+        self.reference_style = reference_style
+        self.truncate_guidance = truncate_guidance and not reference_style
+        if gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+            self.fabric.to_device(module)
+
+    @classmethod
+    def from_model(cls, model: str, *, scheduler: str | None = None, **kwargs: Any) -> Engine:
+        """Build from ``"tiny"``, ``"toyworld"``, a hub id, a local directory or a single-file checkpoint."""
+        from ..models.loading import load_pipeline
+
+        return cls(load_pipeline(model, scheduler=scheduler), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    # -- parse -> bind -> align ---------------------------------------------------------
+    def analyse(self, prompt: str) -> PromptAnalysis:
+        """Parse ``prompt`` and align its bindings to this pipeline's tokenizer."""
+        from ..prompts.parsing import analyse_prompt, get_parser
+
+        if self._parser is None:
+            self._parser = get_parser(self.parser_name, self.parser_params, self.pm.registry)
+        return analyse_prompt(prompt, self._parser, self.pipe.tokenizer)
+
+    # -- generation -------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        seeds: int | Sequence[int] = 0,
+        *,
+        losses: Sequence[Any] = (),
+        callbacks: Sequence[Any] = (),
+        sampling: SamplingConfig | None = None,
+        analyses: Sequence[PromptAnalysis] | None = None,
+        output_type: str = "pil",
+        progress: bool = True,
+        **sampling_overrides: Any,
+    ) -> GenerationResult:
+        """Generate one image per (prompt, seed).
+
+        Args:
+            prompts: a prompt or a list of prompts.
+            seeds: one seed per image (``len(prompts) * images_per_prompt``), or one int:
+                image ``k`` of every prompt gets ``seed + k``. A seed fixes its image's
+                initial latents whatever else is in the batch.
+            losses: loss plugins - registered names, ``{"name": ..., "weight": ...,
+                "window": [start, end], **params}`` dicts, or ``LossPlugin`` instances.
+            callbacks: callback names, dicts or instances.
+            sampling: steps, guidance scale, size, negative prompt, scheduler ...; keyword
+                overrides (``steps=10``) are applied on top.
+            analyses: precomputed prompt analyses (one per prompt); parsed when omitted and
+                a loss or callback needs them.
+            output_type: ``"pil"`` or ``"latent"`` (skip decoding).
+        """
+        cfg = _sampling(sampling, sampling_overrides)
+        prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
+        loss_plugins = build_losses(losses, self.pm.registry)
+        callback_plugins = build_callbacks(callbacks, self.pm.registry)
+        needs = bool(loss_plugins) or any(c.needs_analysis for c in callback_plugins)
+        per_prompt = self._analyses(prompt_list, analyses, needs)
+        records = [
+            ImageRecord(index=i, prompt=p, seed=s, analysis=per_prompt.get(p))
+            for i, (p, s) in enumerate(zip(prompt_list, seed_list))
+        ]
+        run = RunState(config=self._run_config(cfg, loss_plugins), records=records)
+        run.plugins = [*loss_plugins, *callback_plugins]
+        run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
+        weights = {p.name: p.weight for p in loss_plugins}
+        with capture_attention(self.pipe.unet, self.store, classic=self.reference_style):
+            latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
+        images = self._decode(latents) if output_type == "pil" else []
+        call_each(run_pm.hook.on_run_end, run=run, images=images)
+        return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
+
+    def _analyses(
+        self, prompts: list[str], given: Sequence[PromptAnalysis] | None, needed: bool
+    ) -> dict[str, PromptAnalysis]:
+        if given is not None:
+            return {a.prompt: a for a in given}
+        if not needed:
+            return {}
+        return {p: self.analyse(p) for p in dict.fromkeys(prompts)}
+
+    def _run_config(self, cfg: SamplingConfig, loss_plugins: list[Any]) -> dict[str, Any]:
+        return {
+            **cfg.model_dump(),
+            "scheduler_class": type(self.pipe.scheduler).__name__,
+            "losses": [p.state_dict() for p in loss_plugins],
+            "attention": {"resolution": self.store.resolution, "layers": sorted(self.store.layers or [])},
+            "precision": str(getattr(self.fabric, "_precision", "")),
+            "device": str(self.device),
+        }
+
+    def _encode(self, cfg: SamplingConfig, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        negative = [cfg.negative_prompt] * len(prompts) if cfg.negative_prompt is not None else None
+        cond, uncond = self.pipe.encode_prompt(
+            prompts, self.device, 1, cfg.do_cfg, negative
+        )
+        return cond, uncond
+
+    def _denoise(
+        self, cfg: SamplingConfig, prompts: list[str], seeds: list[int], run: RunState,
+        run_pm: Any, weights: dict[str, float], progress: bool,
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        height, width = cfg.resolve_size(pipe)
+        cond, uncond = self._encode(cfg, prompts)
+        embeds = torch.cat([uncond, cond]) if cfg.do_cfg else cond
+        pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
+        timesteps = pipe.scheduler.timesteps
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        latents = pipe.prepare_latents(
+            len(prompts), pipe.unet.config.in_channels, height, width, embeds.dtype, self.device, generators, None
+        )
+        extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta)
+        run.latents, run.timesteps = latents, [t.item() for t in timesteps]
+        call_each(run_pm.hook.on_run_start, run=run)
+        started = time.perf_counter()
+        bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
+        for i, t in enumerate(timesteps):
+            call_each(run_pm.hook.on_step_start, run=run, step=i, timestep=t.item())
+            if weights and _any_active(run.plugins, i, cfg.steps):
+                latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, cfg.steps)
+            latents = self._cfg_step(cfg, run, latents, embeds, i, t, extra)
+            run.latents = latents
+            call_each(run_pm.hook.on_step_end, run=run, step=i, timestep=t.item(), latents=latents)
+            bar.update(1)
+        bar.close()
+        run.timings["denoise_s"] = time.perf_counter() - started
+        return latents
+
+    def _guidance_phase(
+        self, run: RunState, run_pm: Any, weights: dict[str, float], latents: torch.Tensor,
+        cond: torch.Tensor, step: int, t: torch.Tensor, num_steps: int,
+    ) -> torch.Tensor:
+        scheduler, unet = self.pipe.scheduler, self.pipe.unet
+        updated = []
+        for b, record in enumerate(run.records):
+            if record.analysis is None:
+                raise ConfigError(f"prompt {record.prompt!r} has no analysis; guidance needs bindings")
+            state = run.plugin_state.setdefault(b, {})
+            ctx = GuidanceContext(
+                step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps)
+            )
+
+            def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
+                with self.store.capture(truncate=self.truncate_guidance), self.fabric.autocast():
+                    unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=cond[b : b + 1], return_dict=False)
+                return self.store.maps()[0]
+
+            new, maps = guide_image(
+                run_pm, ctx, latents[b : b + 1], maps_fn, weights, record, repeat_refinement_forward=self.reference_style
+            )
+            if maps is not None:
+                run.guidance_maps.setdefault(step, {})[b] = maps.cpu()
+            updated.append(new)
+        return torch.cat(updated)
+
+    @torch.no_grad()
+    def _cfg_step(
+        self, cfg: SamplingConfig, run: RunState, latents: torch.Tensor, embeds: torch.Tensor,
+        step: int, t: torch.Tensor, extra: dict[str, Any],
+    ) -> torch.Tensor:
+        scheduler = self.pipe.scheduler
+        batch = latents.shape[0]
+        model_input = torch.cat([latents] * 2) if cfg.do_cfg else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        capture = step in run.capture_steps
+        rows = slice(batch, None) if cfg.do_cfg else slice(None)
+        with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
+            noise = self.pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if capture:
+            run.step_maps[step] = self.store.maps().cpu()
+        if cfg.do_cfg:
+            uncond, text = noise.chunk(2)
+            noise = uncond + cfg.guidance_scale * (text - uncond)
+        return scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> list[Any]:
+        pipe = self.pipe
+        vae = pipe.vae
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
+        denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
+        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+
+
+def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> SamplingConfig:
+    """``base`` with keyword overrides, validated; a bad key or value is a ``ConfigError``."""
+    import pydantic
+
+    try:
+        return SamplingConfig(**{**(base or SamplingConfig()).model_dump(), **overrides})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid sampling settings: {problems}") from None
+
+
+def _any_active(plugins: list[Any], step: int, num_steps: int) -> bool:
+    """Whether some loss may return a term at ``step``: the guidance forward is skipped
+    when every loss is outside its window (plugins without ``window`` count as active)."""
+    for plugin in plugins:
+        window = getattr(plugin, "window", None)
+        if not hasattr(plugin, "compute"):
+            continue  # a callback
+        if window is None or window[0] * num_steps <= step < window[1] * num_steps:
+            return True
+    return False

@@ -1,0 +1,59 @@
+"""Sampling settings and the expansion of prompts x seeds into images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+
+from ..errors import ConfigError
+
+
+class SamplingConfig(pydantic.BaseModel):
+    """How to sample. ``height``/``width`` default to the model's native size."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    steps: int = pydantic.Field(50, ge=1, description="denoising steps")
+    guidance_scale: float = pydantic.Field(7.5, ge=0.0, description="classifier-free guidance scale")
+    height: int | None = pydantic.Field(None, gt=0, multiple_of=8)
+    width: int | None = pydantic.Field(None, gt=0, multiple_of=8)
+    negative_prompt: str | None = None
+    images_per_prompt: int = pydantic.Field(1, ge=1)
+    eta: float = pydantic.Field(0.0, ge=0.0, description="DDIM eta")
+
+    @property
+    def do_cfg(self) -> bool:
+        """Classifier-free guidance runs when the scale is above 1 (as diffusers)."""
+        return self.guidance_scale > 1.0
+
+    def resolve_size(self, pipe: Any) -> tuple[int, int]:
+        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        return self.height or native, self.width or native
+
+
+def expand_prompts(
+    prompts: str | Sequence[str], seeds: int | Sequence[int], images_per_prompt: int
+) -> tuple[list[str], list[int]]:
+    """One ``(prompt, seed)`` per image, prompt-major.
+
+    ``seeds`` is one int (image ``k`` of every prompt gets ``seed + k``) or one seed per image.
+    """
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompt_list:
+        raise ConfigError("no prompt given")
+    for p in prompt_list:
+        if not isinstance(p, str) or not p.strip():
+            raise ConfigError(f"empty prompt {p!r}: give a non-empty text")
+    images = [p for p in prompt_list for _ in range(images_per_prompt)]
+    if isinstance(seeds, int):
+        seed_list = [seeds + k for _ in prompt_list for k in range(images_per_prompt)]
+    else:
+        seed_list = [int(s) for s in seeds]
+        if len(seed_list) != len(images):
+            raise ConfigError(
+                f"{len(seed_list)} seeds for {len(images)} images ({len(prompt_list)} prompts x "
+                f"{images_per_prompt} per prompt): give one seed per image or a single int"
+            )
+    return images, seed_list

@@ -1,0 +1,137 @@
+"""The attnguide hook specification (pluggy project name ``"attnguide"``).
+
+Two kinds of plugin implement these hooks:
+
+* **registrars** - modules or objects registered once per plugin manager (the built-ins and
+  anything found under the ``attnguide`` entry-point group). They implement the three
+  ``attnguide_register_*`` hooks and hand over loss, parser and callback *classes*.
+* **run plugins** - the loss and callback *instances* chosen for one run. The engine registers
+  them in a fresh per-run plugin manager and calls the ``on_*`` hooks and the guidance hooks on
+  them. Everything a run plugin keeps between steps lives on the instance (made per run) or in
+  ``ctx.state`` (per image), never on the pipeline or a module global.
+
+Implementations may accept fewer arguments than the specification lists; pluggy passes only
+the ones they name. Unless a hook says "first result wins", every non-None result is collected.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..engine.state import RunState
+    from ..types import GuidanceContext, LossTerm
+
+PROJECT = "attnguide"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def attnguide_register_losses() -> list[type]:
+    """Return loss plugin classes (subclasses of ``attnguide.LossPlugin``).
+
+    Called once when a plugin manager is built. Each class has a unique ``name`` (what recipes
+    and ``--method`` use) and a ``Params`` pydantic model describing its parameters.
+    """
+
+
+@hookspec
+def attnguide_register_parsers() -> list[type]:
+    """Return prompt parser classes (subclasses of ``attnguide.prompts.parsing.Parser``).
+
+    Called once when a plugin manager is built. Each class has a unique ``name``.
+    """
+
+
+@hookspec
+def attnguide_register_callbacks() -> list[type]:
+    """Return callback classes (subclasses of ``attnguide.Callback``).
+
+    Called once when a plugin manager is built. Each class has a unique ``name``.
+    """
+
+
+@hookspec
+def on_run_start(run: RunState) -> None:
+    """Called once per ``Engine.generate`` call, after prompts are analysed and the initial
+    latents drawn, before the first denoising step.
+
+    Args:
+        run: the per-run state (config, analyses, ``latents: [B, C, h, w]``, records).
+    """
+
+
+@hookspec
+def on_step_start(run: RunState, step: int, timestep: int | float) -> None:
+    """Called at the start of every denoising step ``step`` (0-based), before guidance."""
+
+
+@hookspec
+def attnguide_loss(ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
+    """Compute one guidance loss term for one image at one step.
+
+    Called for every loss plugin of the run, for every image, at every step while guidance is
+    active, and again after each latent update during iterative refinement.
+
+    Args:
+        ctx: step, number of steps, the prompt's bindings and token positions, and this
+            plugin's per-image state.
+        maps: cross-attention maps of the conditional branch, ``[tokens, H, W]`` float32 (77
+            tokens for CLIP), averaged over the captured layers and heads; each pixel's
+            attention sums to 1 over tokens. Differentiable w.r.t. the latents.
+
+    Returns:
+        A ``LossTerm`` (scalar ``value`` with a graph), or ``None`` outside the plugin's step
+        window or when the prompt gives it nothing to guide. Every non-None result is used.
+    """
+
+
+@hookspec(firstresult=True)
+def attnguide_update_latents(
+    ctx: GuidanceContext, latents: torch.Tensor, terms: list[tuple[str, float, LossTerm]]
+) -> torch.Tensor | None:
+    """Take one guidance step on the latents of one image. First result wins.
+
+    Args:
+        ctx: the step's context.
+        latents: ``[1, C, h, w]`` float32 leaf with ``requires_grad``; the terms' values have
+            a graph back to it.
+        terms: ``(plugin name, weight, term)`` for every loss that returned a term.
+
+    Returns:
+        The updated latents ``[1, C, h, w]``, detached. The built-in default does
+        ``z - grad(sum(weight * step_size * value), z)``.
+    """
+
+
+@hookspec
+def on_step_end(run: RunState, step: int, timestep: int | float, latents: torch.Tensor) -> None:
+    """Called after the scheduler step of denoising step ``step``.
+
+    Args:
+        latents: the new latents ``[B, C, h, w]`` (read-only by convention).
+    """
+
+
+@hookspec
+def on_run_end(run: RunState, images: list[Any]) -> None:
+    """Called once after decoding, with the final PIL images (one per image of the run),
+    also when no image was decoded (``output_type='latent'``: an empty list)."""
+
+
+HOOK_NAMES: tuple[str, ...] = (
+    "attnguide_register_losses",
+    "attnguide_register_parsers",
+    "attnguide_register_callbacks",
+    "on_run_start",
+    "on_step_start",
+    "attnguide_loss",
+    "attnguide_update_latents",
+    "on_step_end",
+    "on_run_end",
+)

@@ -1,0 +1,2 @@
+"""Prompt analysis: parse driver, Universal-Dependencies normalisation, binding rules and
+alignment of words to text-encoder tokens."""

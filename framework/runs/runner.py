@@ -1,0 +1,189 @@
+"""Run a loaded recipe: jobs sharded across Fabric processes, resumable, one image per job.
+
+Every process (``fabric.launch`` starts them for ``runtime.devices > 1`` or several nodes) plans
+the same job list, skips finished images, takes every ``world_size``-th pending job from its
+``global_rank``, and appends a row per job to its own journal. Rank 0 alone writes what is
+shared: the resolved recipes before the jobs, and after all processes are done the merged
+``results.jsonl``, the comparison grids and the summary.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..errors import AttnguideError
+from .jobs import Job, is_finished, journal_path, merge_results, plan_jobs, result_row, shard
+from ..results.files import append_jsonl, atomic_write, write_json
+from .recipe import LoadedRecipe
+from ..results.shared import write_grids, write_resolved_recipes
+from ..engine.runtime import make_fabric
+
+EXIT_OK, EXIT_FAILED_JOBS = 0, 1
+_DONE_MARKER = "results.rank{rank}.done.json"
+_WAIT_POLL_S = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What one ``attnguide run`` did, over all processes."""
+
+    run_dir: Path
+    total: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    world_size: int = 1
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    grids: list[Path] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED_JOBS if self.failed else EXIT_OK
+
+
+def run_recipe(loaded: LoadedRecipe, *, progress: bool = True, report: Any = print) -> RunSummary | None:
+    """Run every job of ``loaded``; returns the summary on global rank 0, ``None`` elsewhere.
+
+    The run directory must already be checked writable (``check_output_dir(create=True)``).
+    """
+    fabric = make_fabric(loaded.recipe.runtime)
+    for name in ("lightning.fabric", "lightning.pytorch"):  # after lightning's import sets them; the
+        logging.getLogger(name).setLevel(logging.WARNING)  # summary says how many processes ran
+    work = functools.partial(_run_on_rank, loaded=loaded, progress=progress, report=report)
+    return fabric.launch(work)
+
+
+def _run_on_rank(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: Any) -> RunSummary | None:
+    from .engine_cache import EngineCache
+
+    started = time.perf_counter()
+    rank, world = fabric.global_rank, fabric.world_size
+    run_dir = loaded.run_dir
+    jobs = plan_jobs(loaded)
+    save_latents = loaded.recipe.save_latents
+    pending = [job for job in jobs if not is_finished(job, run_dir, save_latents)]
+    if fabric.is_global_zero:
+        _prepare(run_dir, loaded)
+        report(f"{loaded.name}: {len(jobs)} images ({len(loaded.cells)} cells x {len(loaded.prompts)} prompts x "
+               f"{len(loaded.seeds)} seeds), {len(jobs) - len(pending)} already done, {world} process(es) -> {run_dir}")
+    fabric.barrier()  # nobody writes an image before every process has listed what is done
+    mine = _in_model_order(shard(pending, rank, world))
+    engines = EngineCache(fabric)
+    journal = journal_path(run_dir, rank, world)
+    counts = _execute(mine, engines, run_dir, journal, loaded, rank, world, progress and fabric.is_global_zero)
+    counts["skipped"] = 0 if rank else len(jobs) - len(pending)
+    if world > 1:
+        write_json(run_dir / _DONE_MARKER.format(rank=rank), counts)
+        if not fabric.is_global_zero:
+            return None
+        counts = _wait_for_ranks(run_dir, world)
+    elif not fabric.is_global_zero:
+        return None
+    rows = merge_results(run_dir, jobs, save_latents)
+    grids = write_grids(run_dir, jobs, loaded)
+    keys = {job.key for job in jobs}
+    failures = [r for r in rows if r.get("status") == "failed" and (r["cell"], r["prompt"], int(r["seed"])) in keys]
+    summary = RunSummary(run_dir, len(jobs), counts["written"], counts["skipped"], counts["failed"],
+                         time.perf_counter() - started, world, failures, grids)
+    _write_summary(summary)
+    return summary
+
+
+def _prepare(run_dir: Path, loaded: LoadedRecipe) -> None:
+    for stale in [*run_dir.glob(_DONE_MARKER.format(rank="*")), *run_dir.glob("*/.*.tmp"), *run_dir.glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)  # temp files of a killed run; never taken as results
+    write_resolved_recipes(run_dir, loaded)
+
+
+def _in_model_order(jobs: list[Job]) -> list[Job]:
+    """Jobs grouped by model weights (stable), so each process loads each model once."""
+    first: dict[str, int] = {}
+    for job in jobs:
+        first.setdefault(_weights_key(job), len(first))
+    return sorted(jobs, key=lambda job: first[_weights_key(job)])
+
+
+def _weights_key(job: Job) -> str:
+    model = job.cell.recipe.model
+    return json.dumps([model.id, model.dtype, model.config])
+
+
+def _execute(jobs: list[Job], engines: Any, run_dir: Path, journal: Path, loaded: LoadedRecipe,
+             rank: int, world: int, progress: bool) -> dict[str, int]:
+    counts = {"written": 0, "failed": 0}
+    desc = loaded.name if world == 1 else f"{loaded.name} rank 0/{world}"
+    with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.cell.name, refresh=False)
+            row = _run_job(job, engines, run_dir, loaded, rank)
+            append_jsonl(journal, row)
+            counts["written" if row["status"] == "ok" else "failed"] += 1
+            if row["status"] != "ok":
+                bar.write(f"failed: {job.cell.name} / {job.prompt!r} / seed {job.seed}: {row['error']}")
+            bar.update(1)
+    return counts
+
+
+def _run_job(job: Job, engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int) -> dict[str, Any]:
+    from ..results.images import save_image
+
+    started = time.perf_counter()
+    cell, recipe = job.cell, job.cell.recipe
+    try:
+        engine, load_s = engines.engine(recipe)
+        analyses = [engines.analysis(engine, recipe, job.prompt)] if (cell.losses or cell.callbacks) else None
+        gen_start = time.perf_counter()
+        result = engine.generate([job.prompt], [job.seed], losses=cell.losses, callbacks=cell.callbacks,
+                                 sampling=recipe.sampling, analyses=analyses, progress=False)
+        extra = {
+            "recipe": loaded.name,
+            "recipe_file": loaded.source,
+            "cell": cell.name,
+            "cell_labels": cell.labels,
+            "config": cell.hashed_config(),
+            "content_hash": job.content_hash,
+            "model": recipe.model.id,
+            "rank": rank,
+            "job_timings": {"engine_load_s": load_s, "generate_s": time.perf_counter() - gen_start},
+            "wall_time_s": time.perf_counter() - started,
+        }
+        paths = save_image(result, 0, run_dir / cell.name, job.name, extra=extra, save_latents=loaded.recipe.save_latents)
+    except Exception as exc:  # noqa: BLE001 - one failed image must not end the sweep
+        detail = str(exc) if isinstance(exc, AttnguideError) else f"{type(exc).__name__}: {exc}"
+        return result_row(job, run_dir, "failed", error=detail, rank=rank,
+                          wall_time_s=time.perf_counter() - started,
+                          traceback=None if isinstance(exc, AttnguideError) else traceback.format_exc(limit=8))
+    files = {k: str(Path(p).relative_to(run_dir)) for k, p in paths.items()}
+    return result_row(job, run_dir, "ok", rank=rank, wall_time_s=time.perf_counter() - started, files=files)
+
+
+def _wait_for_ranks(run_dir: Path, world: int) -> dict[str, int]:
+    """Rank 0 waits (without a collective, so a long shard cannot time out a barrier) until every
+    process has written its done-marker, then adds up their counts."""
+    markers = [run_dir / _DONE_MARKER.format(rank=r) for r in range(world)]
+    while not all(m.is_file() for m in markers):
+        time.sleep(_WAIT_POLL_S)
+    total = {"written": 0, "skipped": 0, "failed": 0}
+    for marker in markers:
+        counts = json.loads(marker.read_text(encoding="utf-8"))
+        for key in total:
+            total[key] += int(counts.get(key, 0))
+        marker.unlink(missing_ok=True)
+    return total
+
+
+def _write_summary(summary: RunSummary) -> None:
+    data = {k: v for k, v in summary.__dict__.items() if k not in ("run_dir", "failures", "grids")}
+    data["grids"] = [str(p.relative_to(summary.run_dir)) for p in summary.grids]
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(summary.run_dir / "summary.json", lambda f: f.write(text.encode("utf-8")))
