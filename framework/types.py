@@ -173,6 +173,50 @@ class LossTerm:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+Terms = list[tuple[str, float, LossTerm]]
+"""``(plugin name, weight, term)`` for every loss that returned a term at one evaluation."""
+
+
+@dataclass(frozen=True)
+class LossRecord:
+    """One evaluated loss term of one image, as logged per step (``ImageRecord.losses``).
+
+    Attributes:
+        step: denoising step index (0-based).
+        refinement: 0 for a step's first evaluation, ``k`` for the k-th refinement pass.
+        plugin: the loss plugin's registered name.
+        value: the term's value (float).
+        weight: the plugin's weight in the run.
+        step_size: the term's ``step_size`` at this step.
+        logs: the extra scalars the plugin logged (``LossTerm.logs``).
+
+    ``record["value"]`` reads a field or a log by name, as the flat JSON metadata does.
+    """
+
+    step: int
+    refinement: int
+    plugin: str
+    value: float
+    weight: float
+    step_size: float
+    logs: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form written to image metadata: the fields, then the logs."""
+        out: dict[str, Any] = {
+            "step": self.step, "refinement": self.refinement, "plugin": self.plugin,
+            "value": self.value, "weight": self.weight, "step_size": self.step_size,
+        }
+        out.update(self.logs)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        flat = self.to_dict()
+        if key not in flat:
+            raise KeyError(f"loss record of {self.plugin!r} has no {key!r} (has: {', '.join(flat)})")
+        return flat[key]
+
+
 @dataclass
 class GuidanceContext:
     """Per image, per step view handed to loss plugins.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from attnguide.plugin.hookspecs import hookimpl
-from attnguide.parsers.manual import ManualParser
-from attnguide.parsers.spacy_parser import SpacyParser
-from attnguide.parsers.stanza_parser import StanzaParser
+from attnguide import hookimpl
+from .manual import ManualParser
+from .spacy_parser import SpacyParser
+from .stanza_parser import StanzaParser
 from attnguide.prompts.parsing import Parser
 
 BUILTIN_PARSERS: tuple[type[Parser], ...] = (SpacyParser, StanzaParser, ManualParser)

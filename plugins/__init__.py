@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from attnguide.plugin.hookspecs import hookimpl
-from attnguide.plugins.astar import AStarLoss
-from attnguide.plugins.attend_excite import AttendExciteLoss
-from attnguide.plugins.entropy_syngen import EntropySynGenLoss
-from attnguide.plugins.syngen import SynGenLoss
+from attnguide import hookimpl
+from .astar import AStarLoss
+from .attend_excite import AttendExciteLoss
+from .entropy_syngen import EntropySynGenLoss
+from .syngen import SynGenLoss
 
 
 @hookimpl
@@ -16,6 +16,6 @@ def attnguide_register_losses() -> list[type]:
 
 @hookimpl
 def attnguide_register_callbacks() -> list[type]:
-    from attnguide.plugins.heatmaps import HeatmapCallback
+    from .heatmaps import HeatmapCallback
 
     return [HeatmapCallback]

@@ -19,15 +19,15 @@ from typing import Any, Literal
 import pydantic
 import torch
 
-from attnguide.plugin.losses import LossParams, LossPlugin
-from attnguide.plugins._maps import (
+from attnguide import LossParams, LossPlugin
+from ._maps import (
     as_float,
     attend_excite_step_size,
     binarize_otsu,
     binarize_relative_max,
 )
-from attnguide.plugins.attend_excite import TokenSlice, slice_stop, subject_maps, subjects
-from attnguide.plugins.syngen import zero_with_graph
+from .attend_excite import TokenSlice, slice_stop, subject_maps, subjects
+from .syngen import zero_with_graph
 from attnguide.types import AlignedWord, GuidanceContext, LossTerm
 
 # Guards the ratios against an all-zero raw map; processed maps are strictly positive.
@@ -85,7 +85,7 @@ def previous_masks(state: dict[str, Any], step: int) -> dict[tuple[int, ...], to
     return state.get("previous", {})
 
 
-class AStarLoss(LossPlugin):
+class AStarLoss(LossPlugin[AStarParams]):
     """A-STAR: attention segregation between concepts plus retention of each concept's mask."""
 
     name = "astar"
@@ -94,14 +94,14 @@ class AStarLoss(LossPlugin):
 
     def _concept_maps(self, maps: torch.Tensor, ctx: GuidanceContext,
                       words: list[AlignedWord]) -> torch.Tensor:
-        params: AStarParams = self.params  # type: ignore[assignment]
+        params = self.params
         if params.attention == "raw":
             return torch.stack([maps[list(w.tokens)].amax(dim=0) for w in words])
         stop = slice_stop(maps, ctx.analysis, params.token_slice)
         return subject_maps(maps, words, stop, smooth=True)
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
-        params: AStarParams = self.params  # type: ignore[assignment]
+        params = self.params
         words = subjects(ctx.analysis)
         if not words:
             return None

@@ -18,8 +18,8 @@ from typing import Literal
 import pydantic
 import torch
 
-from attnguide.plugin.losses import LossParams, LossPlugin
-from attnguide.plugins._maps import (
+from attnguide import LossParams, LossPlugin
+from ._maps import (
     as_float,
     attend_excite_preprocess,
     attend_excite_step_size,
@@ -110,7 +110,7 @@ def refinement_thresholds(thresholds: dict[int, float], num_steps: int) -> dict[
     return out
 
 
-class AttendExciteLoss(LossPlugin):
+class AttendExciteLoss(LossPlugin[AttendExciteParams]):
     """Attend-and-Excite: raise the weakest subject's maximum attention."""
 
     name = "attend_excite"
@@ -119,7 +119,7 @@ class AttendExciteLoss(LossPlugin):
     default_window = (0.0, 0.5)
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
-        params: AttendExciteParams = self.params  # type: ignore[assignment]
+        params = self.params
         words = subjects(ctx.analysis)
         if not words:
             return None

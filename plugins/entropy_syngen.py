@@ -20,9 +20,9 @@ from typing import Literal
 import pydantic
 import torch
 
-from attnguide.plugin.losses import LossParams, LossPlugin
-from attnguide.plugins._maps import as_float, entropy
-from attnguide.plugins.syngen import (
+from attnguide import LossParams, LossPlugin
+from ._maps import as_float, entropy
+from .syngen import (
     Negatives,
     distance_table,
     guided_bindings,
@@ -48,7 +48,7 @@ class EntropySynGenParams(LossParams):
     negatives: Negatives = pydantic.Field("all_tokens", description="U, as SynGen")
 
 
-class EntropySynGenLoss(LossPlugin):
+class EntropySynGenLoss(LossPlugin[EntropySynGenParams]):
     """SynGen's loss plus entropy terms on the bound and the unrelated tokens' maps."""
 
     name = "entropy_syngen"
@@ -56,7 +56,7 @@ class EntropySynGenLoss(LossPlugin):
     default_window = (0.0, 0.5)
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
-        params: EntropySynGenParams = self.params  # type: ignore[assignment]
+        params = self.params
         bindings = [b for b in guided_bindings(ctx.analysis.attribute_bindings) if b.modifiers]
         if not bindings:
             return None

@@ -16,9 +16,7 @@ import pydantic
 import torch
 from PIL import Image, ImageDraw
 
-from attnguide.plugin.callbacks import Callback, CallbackParams
-from attnguide.plugin.hookspecs import hookimpl
-from attnguide.engine.state import RunState
+from attnguide import Callback, CallbackParams, RunState, hookimpl
 
 CELL = 128
 LABEL_H = 16
@@ -30,7 +28,7 @@ class HeatmapParams(CallbackParams):
     alpha: float = pydantic.Field(0.6, ge=0.0, le=1.0, description="heat-map opacity over the image")
 
 
-class HeatmapCallback(Callback):
+class HeatmapCallback(Callback[HeatmapParams]):
     """Save attention heat maps of the bound words as an overlay sheet per image."""
 
     name = "heatmaps"

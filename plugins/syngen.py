@@ -19,8 +19,8 @@ from typing import Literal
 import pydantic
 import torch
 
-from attnguide.plugin.losses import LossParams, LossPlugin
-from attnguide.plugins._maps import as_float, symmetric_kl
+from attnguide import LossParams, LossPlugin
+from ._maps import as_float, symmetric_kl
 from attnguide.types import AlignedBinding, AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 
 Negatives = Literal["all_tokens", "other_bindings"]
@@ -135,7 +135,7 @@ def zero_with_graph(maps: torch.Tensor) -> torch.Tensor:
     return maps.sum() * 0.0
 
 
-class SynGenLoss(LossPlugin):
+class SynGenLoss(LossPlugin[SynGenParams]):
     """SynGen's attribute-binding loss on symmetric KL between pixel distributions."""
 
     name = "syngen"
@@ -144,7 +144,7 @@ class SynGenLoss(LossPlugin):
     default_window = (0.0, 0.5)
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
-        params: SynGenParams = self.params  # type: ignore[assignment]
+        params = self.params
         analysis = ctx.analysis
         source = analysis.bindings if params.entities_only else analysis.attribute_bindings
         bindings = guided_bindings(source)

@@ -11,7 +11,7 @@ import pytest
 from attnguide.errors import PluginError
 from attnguide.plugin.hookspecs import hookimpl
 from attnguide.plugin.losses import LossPlugin
-from attnguide.plugin.manager import make_plugin_manager
+from attnguide.plugin.manager import make_plugin_manager, run_plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attnguide-focus"
 
@@ -47,7 +47,7 @@ def test_misspelled_hook_is_rejected_naming_plugin_and_hook():
 
 def test_misspelled_argument_is_rejected_naming_plugin_hook_and_argument():
     with pytest.raises(PluginError, match=r"'bad-arg'.*on_step_start.*stepp"):
-        make_plugin_manager(autoload=False, extra=[("bad-arg", WrongArgument())])
+        run_plugin_manager([("bad-arg", WrongArgument())])
 
 
 class Dupe(LossPlugin):

@@ -140,7 +140,7 @@ def test_unknown_callback_plugin_names_the_entry(tmp_path):
 def test_unknown_loss_parameter_suggests_the_closest_one(tmp_path):
     skip_unless_registered({("loss", "syngen"), ("parser", "spacy")})
     path = write_recipe(tmp_path, {**tiny_recipe(tmp_path), "losses": [{"name": "syngen", "step_sise": 5}]})
-    assert "losses.0.step_sise: unknown parameter of loss plugin 'syngen'; did you mean 'step_size'?" in error_of(path)
+    assert "losses.0.step_sise: loss plugin 'syngen' has no parameter 'step_sise'; did you mean 'step_size'?" in error_of(path)
 
 
 def test_bad_loss_parameter_value_and_window_name_their_key(tmp_path):

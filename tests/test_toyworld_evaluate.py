@@ -53,17 +53,19 @@ def test_resolve_methods_accepts_presets_and_plugins_and_suggests_on_typos():
 
 
 def test_method_labels_carry_parameter_overrides_checked_against_the_plugins_parameters():
-    parameters = {"syngen": ["step_size", "max_step"], "entropy_syngen": ["step_size", "unrelated_entropy"]}
+    from attnguide.plugin.manager import make_plugin_manager
+
+    parameters = make_plugin_manager(autoload=False).registry
     specs = resolve_methods(["syngen:step_size=5", "entropy_syngen_diffuse:step_size=2.5:weight=0.5", "syngen"],
-                            loss_plugins=["syngen", "entropy_syngen"], parameters=parameters)
+                            loss_plugins=["syngen", "entropy_syngen"], registry=parameters)
     assert specs["syngen:step_size=5"] == [{"name": "syngen", "step_size": 5}]
     assert specs["entropy_syngen_diffuse:step_size=2.5:weight=0.5"] == [
         {"name": "entropy_syngen", "unrelated_entropy": "diffuse", "step_size": 2.5, "weight": 0.5}]
     assert specs["syngen"] == [{"name": "syngen"}]
     assert parse_method("astar:flag=true:mode=diffuse") == ("astar", {"flag": True, "mode": "diffuse"})
     with pytest.raises(ConfigError, match=r"'syngen:stepsize=5'.*no parameter 'stepsize'; did you mean 'step_size'"):
-        resolve_methods(["syngen:stepsize=5"], loss_plugins=["syngen"], parameters=parameters)
-    with pytest.raises(ConfigError, match=r"'syngen:step_size' is not key=value|'step_size' is not key=value"):
+        resolve_methods(["syngen:stepsize=5"], loss_plugins=["syngen"], registry=parameters)
+    with pytest.raises(ConfigError, match=r"method 'syngen:step_size':.*'step_size' must look like KEY=VALUE"):
         resolve_methods(["syngen:step_size"], loss_plugins=["syngen"])
     with pytest.raises(ConfigError, match="'none' runs no loss"):
         resolve_methods(["none:step_size=1"], loss_plugins=[])

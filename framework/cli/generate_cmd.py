@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from ..errors import ConfigError
+from ..keyvalue import parse_key_values
 from ..results.files import ensure_writable_dir
 
 
@@ -41,20 +41,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_key_values(items: list[str], what: str) -> dict[str, Any]:
-    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what} {item!r} must look like KEY=VALUE")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{what} {item!r}: value is not valid YAML ({exc})") from None
-    return out
-
-
 def _sampling(args: argparse.Namespace) -> Any:
     from ..engine.sampling import SamplingConfig
 
@@ -76,7 +62,7 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..plugin.manager import make_plugin_manager
-    from ..plugin.specs import build_losses
+    from ..plugin.specs import spec_problems, to_spec
 
     sampling = _sampling(args)
     prompts = [p for p in args.prompt]
@@ -86,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     out_dir = ensure_writable_dir(Path(args.out))
     pm = make_plugin_manager()
     loss_spec = [] if args.method == "none" else [{"name": args.method, **parse_key_values(args.param, "--param")}]
-    build_losses(loss_spec, pm.registry)  # validate name and parameters before loading weights
+    spec = to_spec("loss", loss_spec[0], "--method") if loss_spec else None
+    for key, message in spec_problems(spec, pm.registry) if spec else []:
+        # checked before loading weights; the first problem, named by the flag that caused it
+        raise ConfigError(message if key == "name" else f"--param {key}: {message}")
     return _generate(args, sampling, prompts, out_dir, pm, loss_spec)
 
 

@@ -130,8 +130,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..engine.engine import Engine
     from ..models.loading import load_pipeline
     from ..plugin.manager import make_plugin_manager
-    from ..plugin.params import validate_plugin_params
-    from ..runs.resolve import BASE_KEYS
     from ..engine.runtime import RuntimeConfig
     from ..toyworld.evaluate import evaluate, markdown_table, resolve_methods
 
@@ -146,13 +144,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     pm = make_plugin_manager()
     loss_plugins = pm.registry.names("loss")
-    parameters = {name: list(pm.registry.get("loss", name).Params.model_fields) for name in loss_plugins}
     # fail on a misspelt method or parameter, or a bad value, before loading weights
-    for label, specs in resolve_methods(methods + single, loss_plugins, parameters).items():
-        for spec in specs:
-            params = {k: v for k, v in spec.items() if k not in BASE_KEYS["loss"]}
-            validate_plugin_params("loss plugin", f"{spec['name']} (method {label!r})",
-                                   pm.registry.get("loss", spec["name"]).Params, params)
+    resolve_methods(methods + single, loss_plugins, pm.registry)
     out = Path(args.out) if args.out else None
     engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
                     runtime=RuntimeConfig(accelerator=args.accelerator))

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 from .attention import AttentionStore, capture_attention
 from ..errors import ConfigError
 from .guidance import guide_image
-from ..plugin.manager import AttnguidePluginManager, call_each, make_plugin_manager, run_plugin_manager
+from ..plugin.dispatch import invoke
+from ..plugin.losses import LossPlugin
+from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
 from .state import ImageRecord, RunState
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts
@@ -165,7 +167,7 @@ class Engine:
         with capture_attention(self.pipe.unet, self.store, classic=self.reference_style):
             latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
         images = self._decode(latents) if output_type == "pil" else []
-        call_each(run_pm.hook.on_run_end, run=run, images=images)
+        invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
 
     def _analyses(
@@ -210,16 +212,17 @@ class Engine:
         )
         extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta)
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
-        call_each(run_pm.hook.on_run_start, run=run)
+        invoke(run_pm.hook.on_run_start, run=run)
+        losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
         started = time.perf_counter()
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
-            call_each(run_pm.hook.on_step_start, run=run, step=i, timestep=t.item())
-            if weights and _any_active(run.plugins, i, cfg.steps):
+            invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
+            if any(loss.active_at(i, cfg.steps) for loss in losses):  # else: no guidance forward
                 latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, embeds, i, t, extra)
             run.latents = latents
-            call_each(run_pm.hook.on_step_end, run=run, step=i, timestep=t.item(), latents=latents)
+            invoke(run_pm.hook.on_step_end, where=f"at step {i}", run=run, step=i, timestep=t.item(), latents=latents)
             bar.update(1)
         bar.close()
         run.timings["denoise_s"] = time.perf_counter() - started
@@ -291,15 +294,3 @@ def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> Samplin
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid sampling settings: {problems}") from None
-
-
-def _any_active(plugins: list[Any], step: int, num_steps: int) -> bool:
-    """Whether some loss may return a term at ``step``: the guidance forward is skipped
-    when every loss is outside its window (plugins without ``window`` count as active)."""
-    for plugin in plugins:
-        window = getattr(plugin, "window", None)
-        if not hasattr(plugin, "compute"):
-            continue  # a callback
-        if window is None or window[0] * num_steps <= step < window[1] * num_steps:
-            return True
-    return False

@@ -13,37 +13,38 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pluggy
 import torch
 
 from ..errors import PluginError
-from ..plugin.manager import call_first
+from ..plugin.dispatch import invoke, invoke_first
 from .state import ImageRecord
-from ..types import GuidanceContext, LossTerm
+from ..types import GuidanceContext, LossRecord, LossTerm, Terms
 
 log = logging.getLogger(__name__)
 
-Terms = list[tuple[str, float, LossTerm]]
 MapsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def evaluate_terms(pm: Any, ctx: GuidanceContext, maps: torch.Tensor, weights: dict[str, float]) -> Terms:
-    """Call ``attnguide_loss`` on every run plugin: ``(name, weight, term)`` triples.
+def evaluate_terms(pm: pluggy.PluginManager, ctx: GuidanceContext, maps: torch.Tensor,
+                   weights: dict[str, float]) -> Terms:
+    """Call ``attnguide_loss`` on every run plugin, in run order: ``(name, weight, term)``.
 
     Each plugin sees its own ``ctx.state`` (``ctx.state`` holds one dict per plugin name)."""
+    contexts: dict[str, GuidanceContext] = {}
+
+    def own_context(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        contexts[name] = dataclasses.replace(ctx, state=ctx.state.setdefault(name, {}))
+        return {**kwargs, "ctx": contexts[name]}
+
+    results = invoke(pm.hook.attnguide_loss, arguments_for=own_context, where=f"at step {ctx.step}",
+                     ctx=ctx, maps=maps)
+    returned = {name for name, _ in results}
+    for name, own in contexts.items():
+        if name not in returned:
+            _note_nothing_to_guide(pm.get_plugin(name), name, own)
     terms: Terms = []
-    for impl in reversed(pm.hook.attnguide_loss.get_hookimpls()):
-        name = impl.plugin_name
-        own = dataclasses.replace(ctx, state=ctx.state.setdefault(name, {}))
-        kwargs = {"ctx": own, "maps": maps}
-        try:
-            term = impl.function(*[kwargs[a] for a in impl.argnames])
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {name!r} failed in hook attnguide_loss at step {ctx.step}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if term is None:
-            _note_nothing_to_guide(impl.plugin, name, own)
-            continue
+    for name, term in results:
         if not isinstance(term, LossTerm):
             raise PluginError(f"plugin {name!r} returned {type(term).__name__} from attnguide_loss, expected LossTerm")
         terms.append((name, weights.get(name, 1.0), term))
@@ -64,16 +65,10 @@ def _note_nothing_to_guide(plugin: Any, name: str, ctx: GuidanceContext) -> None
 
 def _record(record: ImageRecord, ctx: GuidanceContext, terms: Terms) -> None:
     for name, weight, term in terms:
-        entry = {
-            "step": ctx.step,
-            "refinement": ctx.refinement,
-            "plugin": name,
-            "value": float(term.value.detach()),
-            "weight": weight,
-            "step_size": term.step_size,
-        }
-        entry.update({k: float(v) for k, v in term.logs.items()})
-        record.losses.append(entry)
+        record.losses.append(LossRecord(
+            step=ctx.step, refinement=ctx.refinement, plugin=name, value=float(term.value.detach()),
+            weight=weight, step_size=term.step_size, logs={k: float(v) for k, v in term.logs.items()},
+        ))
 
 
 def _finite(terms: Terms, ctx: GuidanceContext, record: ImageRecord) -> bool:
@@ -85,12 +80,14 @@ def _finite(terms: Terms, ctx: GuidanceContext, record: ImageRecord) -> bool:
     return not bad
 
 
-def _update(pm: Any, ctx: GuidanceContext, z: torch.Tensor, terms: Terms, record: ImageRecord) -> torch.Tensor:
+def _update(pm: pluggy.PluginManager, ctx: GuidanceContext, z: torch.Tensor, terms: Terms, record: ImageRecord) -> torch.Tensor:
     if not terms or not _finite(terms, ctx, record):
         return z.detach()
     if all(float(term.value.detach()) == 0.0 for _, _, term in terms):
         return z.detach()  # as the references: no update when the loss is exactly zero
-    new = call_first(pm.hook.attnguide_update_latents, ctx=ctx, latents=z, terms=terms)
+    new = invoke_first(pm.hook.attnguide_update_latents, where=f"at step {ctx.step}", ctx=ctx, latents=z, terms=terms)
+    if new is not None and not isinstance(new, torch.Tensor):
+        raise PluginError(f"attnguide_update_latents returned {type(new).__name__}, expected a tensor")
     return (z if new is None else new).detach()
 
 
@@ -99,7 +96,7 @@ def _needs_refinement(terms: Terms) -> bool:
 
 
 def guide_image(
-    pm: Any,
+    pm: pluggy.PluginManager,
     ctx: GuidanceContext,
     latent: torch.Tensor,
     maps_fn: MapsFn,
@@ -136,7 +133,7 @@ def guide_image(
 
 
 def _refine(
-    pm: Any, ctx: GuidanceContext, z: torch.Tensor, maps_fn: MapsFn, weights: dict[str, float],
+    pm: pluggy.PluginManager, ctx: GuidanceContext, z: torch.Tensor, maps_fn: MapsFn, weights: dict[str, float],
     record: ImageRecord, terms: Terms,
 ) -> tuple[torch.Tensor, torch.Tensor, Terms]:
     """Attend-and-Excite's iterative refinement, without its repeated forward.

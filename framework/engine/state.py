@@ -7,23 +7,22 @@ from typing import Any
 
 import torch
 
-from ..types import PromptAnalysis
+from ..types import LossRecord, PromptAnalysis
 
 
 @dataclass
 class ImageRecord:
     """What happened to one image: its prompt, seed, bindings and per-step loss terms.
 
-    ``losses`` holds one dict per evaluated term: ``{"step", "refinement", "plugin",
-    "value", "weight", "step_size", **logs}``; ``skipped`` lists updates skipped for a
-    non-finite loss.
+    ``losses`` holds one ``LossRecord`` per evaluated term, in evaluation order (steps, then
+    the run's order of plugins); ``skipped`` lists updates skipped for a non-finite loss.
     """
 
     index: int
     prompt: str
     seed: int
     analysis: PromptAnalysis | None = None
-    losses: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[LossRecord] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     refinement_iterations: dict[int, int] = field(default_factory=dict)
 
@@ -33,7 +32,7 @@ class ImageRecord:
             "prompt": self.prompt,
             "seed": self.seed,
             "analysis": self.analysis.to_dict() if self.analysis else None,
-            "losses": self.losses,
+            "losses": [r.to_dict() for r in self.losses],
             "skipped_updates": self.skipped,
             "refinement_iterations": {str(k): v for k, v in self.refinement_iterations.items()},
         }

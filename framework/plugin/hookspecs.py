@@ -10,8 +10,12 @@ Two kinds of plugin implement these hooks:
   them. Everything a run plugin keeps between steps lives on the instance (made per run) or in
   ``ctx.state`` (per image), never on the pipeline or a module global.
 
-Implementations may accept fewer arguments than the specification lists; pluggy passes only
-the ones they name. Unless a hook says "first result wins", every non-None result is collected.
+Implementations may accept fewer arguments than the specification lists; only the ones they
+name are passed. A method or function named exactly like a hook implements it, with or without
+``@hookimpl`` (the marker is needed only for options such as ``trylast``). Hooks are called in
+the order their plugins are listed (``attnguide.plugin.dispatch``). Unless a hook says "first
+result wins", every non-None result is collected. Wrappers (``wrapper=True``,
+``hookwrapper=True``) are refused at registration.
 """
 
 from __future__ import annotations
@@ -124,10 +128,14 @@ def on_run_end(run: RunState, images: list[Any]) -> None:
     also when no image was decoded (``output_type='latent'``: an empty list)."""
 
 
-HOOK_NAMES: tuple[str, ...] = (
+REGISTRAR_HOOKS: tuple[str, ...] = (
     "attnguide_register_losses",
     "attnguide_register_parsers",
     "attnguide_register_callbacks",
+)
+"""Hooks called once per plugin manager, on registrar modules (built-ins and entry points)."""
+
+RUN_HOOKS: tuple[str, ...] = (
     "on_run_start",
     "on_step_start",
     "attnguide_loss",
@@ -135,3 +143,6 @@ HOOK_NAMES: tuple[str, ...] = (
     "on_step_end",
     "on_run_end",
 )
+"""Hooks called during a run, on the run's loss and callback instances only."""
+
+HOOK_NAMES: tuple[str, ...] = REGISTRAR_HOOKS + RUN_HOOKS

@@ -2,20 +2,22 @@
 
 A loss plugin is one class with a ``name``, a pydantic ``Params`` model and a ``compute``
 method; the base class turns it into an implementation of the ``attnguide_loss`` hook that
-returns ``None`` outside the plugin's step window.
+returns ``None`` outside the plugin's step window. ``active_at`` is the one place a step
+window is decided: the hook and the engine (which skips the guidance forward when no loss is
+active) both ask it.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pydantic
 import torch
 
 from ..errors import ConfigError
+from ..types import GuidanceContext, LossTerm
 from .hookspecs import hookimpl
 from .params import validate_plugin_params
-from ..types import GuidanceContext, LossTerm
 
 
 class LossParams(pydantic.BaseModel):
@@ -24,15 +26,28 @@ class LossParams(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
-class LossPlugin:
-    """A guidance loss. Subclass it, set ``name``, ``Params`` and ``default_window``, and
-    implement ``compute``.
+P = TypeVar("P", bound=LossParams)
+
+
+def window_contains(window: tuple[float, float], step: int, num_steps: int) -> bool:
+    """Whether step ``step`` of ``num_steps`` lies in ``window = (start, end)`` (fractions):
+    ``start * T <= step < end * T``."""
+    start, end = window
+    return start * num_steps <= step < end * num_steps
+
+
+class LossPlugin(Generic[P]):
+    """A guidance loss. Subclass it as ``LossPlugin[MyParams]``, set ``name``, ``Params`` and
+    ``default_window``, and implement ``compute``; ``self.params`` is then typed ``MyParams``.
 
     Attributes:
         name: registered name, used by recipes and ``--method``.
         Params: pydantic model of the plugin's parameters (unknown keys are rejected).
         default_window: ``(start, end)`` fractions of the denoising steps in which the loss
             is active: step ``i`` of ``T`` is guided when ``start * T <= i < end * T``.
+        params: the validated parameters.
+        weight: multiplies the plugin's ``step_size * value`` in the combined update.
+        window: the active window of this instance.
     """
 
     name: ClassVar[str] = ""
@@ -41,22 +56,26 @@ class LossPlugin:
 
     def __init__(
         self,
-        params: LossParams | dict[str, Any] | None = None,
+        params: P | dict[str, Any] | None = None,
         weight: float = 1.0,
         window: tuple[float, float] | list[float] | None = None,
     ) -> None:
-        self.params = self.validate_params(params)
+        self.params: P = self.validate_params(params)
         self.weight = float(weight)
-        self.window = _check_window(self.name, window if window is not None else self.default_window)
+        self.window = check_window(self.name, window if window is not None else self.default_window)
 
     @classmethod
-    def validate_params(cls, params: LossParams | dict[str, Any] | None) -> LossParams:
+    def validate_params(cls, params: LossParams | dict[str, Any] | None) -> P:
         """Return ``params`` as the plugin's ``Params``; a clear ``ConfigError`` otherwise."""
-        return validate_plugin_params("loss plugin", cls.name, cls.Params, params)
+        return validate_plugin_params("loss plugin", cls.name, cls.Params, params)  # type: ignore[return-value]
+
+    def active_at(self, step: int, num_steps: int) -> bool:
+        """Whether this loss is guided at step ``step`` of ``num_steps`` (its window)."""
+        return window_contains(self.window, step, num_steps)
 
     def in_window(self, ctx: GuidanceContext) -> bool:
-        start, end = self.window
-        return start * ctx.num_steps <= ctx.step < end * ctx.num_steps
+        """``active_at`` for the step of ``ctx``."""
+        return self.active_at(ctx.step, ctx.num_steps)
 
     @hookimpl
     def attnguide_loss(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
@@ -78,7 +97,9 @@ class LossPlugin:
         }
 
 
-def _check_window(name: str, window: Any) -> tuple[float, float]:
+def check_window(name: str, window: Any) -> tuple[float, float]:
+    """``window`` as ``(start, end)`` with ``0 <= start <= end <= 1``; a ``ConfigError`` naming
+    the plugin otherwise."""
     try:
         start, end = (float(v) for v in window)
     except (TypeError, ValueError):

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import importlib.metadata as metadata
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
 from . import hookspecs
 from ..errors import PluginError
+from .dispatch import invoke
 
 ENTRY_POINT_GROUP = "attnguide"
 DISABLE_AUTOLOAD_ENV = "ATTNGUIDE_DISABLE_PLUGIN_AUTOLOAD"
@@ -59,18 +61,37 @@ class Registry:
         return sorted(self.classes[kind])
 
 
+Role = Literal["registrar", "run"]
+
+_PLAIN_OPTS: dict[str, Any] = dict(getattr(hookspecs.hookimpl(lambda: None), f"{hookspecs.PROJECT}_impl"))
+"""The options of a bare ``@hookimpl``: what an unmarked method named like a hook gets."""
+
+
 class AttnguidePluginManager(pluggy.PluginManager):
-    """A pluggy manager with the attnguide hook specification and a class registry."""
+    """A pluggy manager with the attnguide hook specification and a class registry.
+
+    A function or method named exactly like a hook implements it, marked or not (as pytest
+    treats ``pytest_*`` functions), so a ``Callback`` written the Lightning way is called.
+    """
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.registry = Registry()
 
-    def register_checked(self, plugin: object, name: str | None = None) -> str:
-        """Register ``plugin``; a misspelled hook or argument is a ``PluginError`` naming
-        the plugin, the hook and the argument."""
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name in hookspecs.HOOK_NAMES and _is_function(plugin, name):
+            return dict(_PLAIN_OPTS)
+        return opts
+
+    def register_checked(self, plugin: object, name: str | None = None, *, role: Role = "registrar") -> str:
+        """Register ``plugin`` as a registrar (module handing over classes) or a run plugin
+        (a run's loss or callback instance). Whatever attnguide would never call is refused
+        with a ``PluginError`` naming the plugin: an unknown or misspelled hook or argument, a
+        wrapper, a run hook on a registrar, a registrar hook on a run plugin."""
         label = name or getattr(plugin, "__name__", None) or type(plugin).__qualname__
+        _check_hook_names(plugin, label, role)
         try:
             registered = self.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
@@ -78,40 +99,78 @@ class AttnguidePluginManager(pluggy.PluginManager):
             raise PluginError(f"plugin {label!r} is invalid: {detail}") from None
         except ValueError as exc:
             raise PluginError(f"plugin {label!r} cannot be registered: {exc}") from None
-        _check_hook_names(plugin, label)
+        try:
+            _check_no_wrappers(self, plugin, label)
+        except PluginError:
+            self.unregister(plugin)
+            raise
         return registered or label
 
     def collect_classes(self) -> None:
-        """Ask every registrar for its classes and fill ``registry``."""
+        """Ask every registrar for its classes and fill ``registry`` (built-ins first)."""
         self.registry = Registry()
         for kind, hook in (
             ("loss", self.hook.attnguide_register_losses),
             ("parser", self.hook.attnguide_register_parsers),
             ("callback", self.hook.attnguide_register_callbacks),
         ):
-            for impl in hook.get_hookimpls():  # registration order: built-ins first
-                source = impl.plugin_name
-                try:
-                    classes = impl.function()
-                except Exception as exc:
-                    raise PluginError(f"plugin {source!r} failed in hook {hook.name}: {exc}") from exc
-                for cls in classes or ():
+            for source, classes in invoke(hook):
+                if not isinstance(classes, (list, tuple)):
+                    raise PluginError(
+                        f"plugin {source!r}: hook {hook.name} must return a list of classes, "
+                        f"got {type(classes).__name__}"
+                    )
+                for cls in classes:
                     self.registry.add(kind, cls, source)
 
 
-def _check_hook_names(plugin: object, label: str) -> None:
-    """Reject hook implementations whose name matches no specification."""
-    known = set(hookspecs.HOOK_NAMES)
+def _is_function(plugin: object, name: str) -> bool:
+    value = inspect.getattr_static(plugin, name, None)
+    if isinstance(value, (staticmethod, classmethod)):
+        return True
+    return inspect.isfunction(value) or inspect.ismethod(value)
+
+
+def _check_hook_names(plugin: object, label: str, role: Role) -> None:
+    """Refuse hook-like names that attnguide would never call."""
+    registrar_hooks, run_hooks = set(hookspecs.REGISTRAR_HOOKS), set(hookspecs.RUN_HOOKS)
     for attr in dir(plugin):
-        if attr.startswith("_"):
+        if attr.startswith("_") or not _is_function(plugin, attr):
             continue
-        func = getattr(plugin, attr, None)
-        if func is None or not hasattr(func, f"{hookspecs.PROJECT}_impl"):
-            continue
-        if attr not in known:
-            close = difflib.get_close_matches(attr, sorted(known), n=1)
+        marked = hasattr(getattr(plugin, attr, None), f"{hookspecs.PROJECT}_impl")
+        if role == "registrar" and attr in run_hooks:
+            raise PluginError(
+                f"plugin {label!r} implements run hook {attr!r} at registrar level, where it would "
+                "never be called: run hooks are called on the loss and callback instances of a run. "
+                "Put it on a Callback (or LossPlugin) class and return that class from "
+                "attnguide_register_callbacks (or attnguide_register_losses)"
+            )
+        if role == "run" and attr in registrar_hooks:
+            raise PluginError(
+                f"plugin {label!r} implements registrar hook {attr!r} on a run plugin, where it "
+                "would never be called: registrar hooks belong in the module named by the "
+                "'attnguide' entry point"
+            )
+        hook_like = attr.startswith(("on_", f"{hookspecs.PROJECT}_"))
+        if attr not in hookspecs.HOOK_NAMES and (marked or hook_like):
+            close = difflib.get_close_matches(attr, sorted(hookspecs.HOOK_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PluginError(f"plugin {label!r} implements unknown hook {attr!r}{hint}")
+            raise PluginError(
+                f"plugin {label!r} implements unknown hook {attr!r}{hint} "
+                "(names starting 'on_' or 'attnguide_' are reserved for hooks; rename a helper "
+                "with a leading underscore)"
+            )
+
+
+def _check_no_wrappers(pm: pluggy.PluginManager, plugin: object, label: str) -> None:
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                raise PluginError(
+                    f"plugin {label!r}: hook {caller.name} is marked as a wrapper; attnguide calls "
+                    "every hook directly and runs no wrappers. Implement it as a plain hook (to act "
+                    "around a step, use on_step_start and on_step_end)"
+                )
 
 
 def make_plugin_manager(
@@ -154,47 +213,13 @@ def distribution_of(obj: Any) -> tuple[str, str]:
     return "-", "-"
 
 
-def run_plugin_manager(plugins: Iterable[tuple[str, object]]) -> pluggy.PluginManager:
-    """A fresh manager holding only one run's loss and callback instances (plus defaults)."""
-    from ..engine import update as defaults
+def run_plugin_manager(plugins: Iterable[tuple[str, object]]) -> AttnguidePluginManager:
+    """A fresh manager holding one run's loss and callback instances, in the run's order,
+    and the built-in latent update (``trylast``)."""
+    from ..engine import update
 
     pm = AttnguidePluginManager()
-    pm.register_checked(defaults, name="attnguide.engine.update")
+    pm.register_checked(update, name="attnguide.engine.update", role="run")
     for name, plugin in plugins:
-        pm.register_checked(plugin, name=name)
+        pm.register_checked(plugin, name=name, role="run")
     return pm
-
-
-def call_each(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call every implementation of ``hook`` in pluggy's order, collecting
-    ``(plugin name, result)`` for non-None results; an exception becomes a ``PluginError``
-    naming the plugin and the hook."""
-    results: list[tuple[str, Any]] = []
-    for impl in reversed(hook.get_hookimpls()):
-        args = [kwargs[name] for name in impl.argnames]
-        try:
-            result = impl.function(*args)
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in hook {hook.name}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if result is not None:
-            results.append((impl.plugin_name, result))
-    return results
-
-
-def call_first(hook: Any, **kwargs: Any) -> Any:
-    """Like ``call_each`` but stop at the first non-None result (firstresult hooks)."""
-    for impl in reversed(hook.get_hookimpls()):
-        args = [kwargs[name] for name in impl.argnames]
-        try:
-            result = impl.function(*args)
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in hook {hook.name}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if result is not None:
-            return result
-    return None

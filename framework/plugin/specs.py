@@ -1,59 +1,164 @@
-"""Turn user-facing plugin specs (names, dicts, instances) into run plugin instances."""
+"""The plugin-spec model: how a user names a loss or callback, everywhere.
+
+``Engine.generate(losses=[...])``, ``attnguide generate --method/--param``, recipes, sweeps and
+toy-world method labels all turn what the user wrote into a ``PluginSpec`` with ``to_spec``,
+check it with ``spec_problems`` (one message per mistake, prefixed only by where it was
+written) and build the run plugin with ``build_plugin``.
+
+A spec is a registered name, or a mapping ``{"name": ..., "weight": ..., "window": [start,
+end], **params}`` (losses; a nested ``params`` mapping is merged under the top-level keys) or
+``{"name": ..., **params}`` (callbacks). ``"none"`` (or an empty name) in a loss list means no
+guidance and is dropped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from ..errors import AttnguideError, ConfigError
 from .callbacks import Callback
-from ..errors import ConfigError
-from .losses import LossPlugin
+from .losses import LossPlugin, check_window
 from .manager import Registry
+from .params import param_problems
 
+Kind = Literal["loss", "callback"]
 NO_GUIDANCE = ("none", "", None)
+BASE_KEYS: dict[str, tuple[str, ...]] = {"loss": ("name", "weight", "window"), "callback": ("name",)}
+"""Spec keys the engine reads itself; every other key of a spec is a plugin parameter."""
+
+RunPlugin = LossPlugin[Any] | Callback[Any]
 
 
-def _split(spec: Any, kind: str) -> tuple[str, dict[str, Any]]:
-    if isinstance(spec, str):
-        return spec, {}
-    if isinstance(spec, dict):
-        if "name" not in spec:
-            raise ConfigError(f"{kind} spec {spec!r} has no 'name'")
-        rest = dict(spec)
-        return str(rest.pop("name")), rest
-    raise ConfigError(f"{kind} spec must be a name, a dict with 'name', or a plugin instance; got {spec!r}")
+@dataclass(frozen=True)
+class PluginSpec:
+    """One loss or callback of a run as the user named it.
+
+    Attributes:
+        kind: ``"loss"`` or ``"callback"``.
+        name: the registered plugin name.
+        params: the plugin's parameters (validated against its ``Params`` when built).
+        weight: a loss's weight in the combined update (1 when unset).
+        window: a loss's ``[start, end]`` step window; the plugin's default when ``None``.
+    """
+
+    kind: Kind
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: Any = 1.0
+    window: Any = None
 
 
-def build_losses(specs: Sequence[Any], registry: Registry) -> list[LossPlugin]:
-    """Instances for ``specs``; ``"none"`` entries are dropped. Names must be unique in a run."""
-    out: list[LossPlugin] = []
-    for spec in specs:
-        if isinstance(spec, LossPlugin):
-            out.append(spec)
+def to_spec(kind: Kind, raw: Any, where: str) -> PluginSpec | None:
+    """``raw`` (a name or a mapping) as a ``PluginSpec``; ``None`` for "no guidance".
+
+    Raises:
+        ConfigError: naming ``where`` (``"losses[0]"``, ``"losses.0"``, ``"--method"``) when
+            ``raw`` is neither a name nor a mapping with a ``name``.
+    """
+    if isinstance(raw, str) or raw is None:
+        if kind == "loss" and raw in NO_GUIDANCE:
+            return None
+        if not raw:
+            raise ConfigError(f"{where}: a {kind} needs a registered name")
+        return PluginSpec(kind, raw)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: a {kind} is a registered name, a mapping with 'name', or a plugin "
+                          f"instance; got {raw!r}")
+    rest = dict(raw)
+    if "name" not in rest:
+        raise ConfigError(f"{where}: {kind} spec {raw!r} has no 'name'")
+    name = rest.pop("name")
+    if kind == "loss" and name in NO_GUIDANCE:
+        return None
+    nested = rest.pop("params", None) or {}
+    if not isinstance(nested, Mapping):
+        raise ConfigError(f"{where}.params: must be a mapping of parameters, got {nested!r}")
+    if kind == "loss":
+        weight, window = rest.pop("weight", 1.0), rest.pop("window", None)
+        return PluginSpec(kind, str(name), {**nested, **rest}, weight, window)
+    return PluginSpec(kind, str(name), {**nested, **rest})
+
+
+def spec_problems(spec: PluginSpec, registry: Registry) -> list[tuple[str, str]]:
+    """``(key, message)`` for everything wrong with ``spec``: an unknown plugin (``"name"``),
+    unknown parameters or invalid values (the parameter's name), a bad weight or window.
+    Empty when ``build_plugin`` would succeed."""
+    try:
+        cls = registry.get(spec.kind, spec.name)
+    except AttnguideError as exc:
+        return [("name", str(exc))]
+    what = f"{spec.kind} plugin {spec.name!r}"
+    problems = param_problems(what, cls.Params, spec.params)
+    if spec.kind == "loss":
+        try:
+            float(spec.weight)
+        except (TypeError, ValueError):
+            problems.append(("weight", f"{what}: weight must be a number, got {spec.weight!r}"))
+        if spec.window is not None:
+            try:
+                check_window(spec.name, spec.window)
+            except ConfigError as exc:
+                problems.append(("window", str(exc)))
+    return problems
+
+
+def build_plugin(spec: PluginSpec, registry: Registry, where: str = "") -> RunPlugin:
+    """The run plugin for ``spec``; a ``ConfigError`` listing every problem, each prefixed
+    with ``where.key``, otherwise."""
+    problems = spec_problems(spec, registry)
+    if problems:
+        prefix = f"{where}." if where else ""
+        raise ConfigError("; ".join(f"{prefix}{key}: {message}" for key, message in problems))
+    cls = registry.get(spec.kind, spec.name)
+    if spec.kind == "loss":
+        plugin: RunPlugin = cls(spec.params, weight=float(spec.weight), window=spec.window)
+    else:
+        plugin = cls(spec.params)
+    return plugin
+
+
+def flat_spec(plugin: RunPlugin) -> dict[str, Any]:
+    """A built plugin as one flat spec mapping, every parameter filled in: what resolved
+    recipes and image metadata record (``{"name", "weight", "window", **params}`` for a loss)."""
+    state = plugin.state_dict()
+    return {k: v for k, v in state.items() if k != "params"} | dict(state.get("params", {}))
+
+
+def build_losses(specs: Sequence[Any], registry: Registry, section: str = "losses") -> list[LossPlugin[Any]]:
+    """Loss instances for ``specs`` (names, mappings or ``LossPlugin`` instances), in order;
+    ``"none"`` entries are dropped. Names must be unique in a run."""
+    out: list[LossPlugin[Any]] = []
+    for index, raw in enumerate(specs):
+        if isinstance(raw, LossPlugin):
+            out.append(raw)
             continue
-        if spec in NO_GUIDANCE:
-            continue
-        name, rest = _split(spec, "loss")
-        if name in NO_GUIDANCE:
-            continue
-        cls = registry.get("loss", name)
-        weight = rest.pop("weight", 1.0)
-        window = rest.pop("window", None)
-        params = rest.pop("params", {}) | rest
-        out.append(cls(params, weight=weight, window=window))
+        if isinstance(raw, Callback):
+            raise ConfigError(f"{section}[{index}]: {raw.name!r} is a callback; pass it in callbacks")
+        spec = to_spec("loss", raw, f"{section}[{index}]")
+        if spec is not None:
+            plugin = build_plugin(spec, registry, f"{section}[{index}]")
+            assert isinstance(plugin, LossPlugin)
+            out.append(plugin)
     _unique([p.name for p in out], "loss")
     return out
 
 
-def build_callbacks(specs: Sequence[Any], registry: Registry) -> list[Callback]:
-    out: list[Callback] = []
-    for spec in specs:
-        if isinstance(spec, Callback):
-            out.append(spec)
+def build_callbacks(specs: Sequence[Any], registry: Registry, section: str = "callbacks") -> list[Callback[Any]]:
+    """Callback instances for ``specs`` (names, mappings or ``Callback`` instances), in order."""
+    out: list[Callback[Any]] = []
+    for index, raw in enumerate(specs):
+        if isinstance(raw, Callback):
+            out.append(raw)
             continue
-        name, rest = _split(spec, "callback")
-        cls = registry.get("callback", name)
-        out.append(cls(rest.pop("params", {}) | rest))
+        if isinstance(raw, LossPlugin):
+            raise ConfigError(f"{section}[{index}]: {raw.name!r} is a loss plugin; pass it in losses")
+        spec = to_spec("callback", raw, f"{section}[{index}]")
+        assert spec is not None
+        plugin = build_plugin(spec, registry, f"{section}[{index}]")
+        assert isinstance(plugin, Callback)
+        out.append(plugin)
     _unique([c.name for c in out], "callback")
     return out
 

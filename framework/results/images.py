@@ -25,7 +25,7 @@ def image_metadata(result: GenerationResult, index: int, extra: dict[str, Any] |
         "seed": record.seed,
         "sampling": config,
         "analysis": record.analysis.to_dict() if record.analysis else None,
-        "losses": record.losses,
+        "losses": [r.to_dict() for r in record.losses],
         "skipped_updates": record.skipped,
         "refinement_iterations": {str(k): v for k, v in record.refinement_iterations.items()},
         "timings": dict(result.run.timings),

@@ -19,6 +19,7 @@ import pydantic
 import yaml
 
 from ..errors import ConfigError, RecipeError
+from ..keyvalue import parse_key_value
 from .keys import check_key, join_key, set_at, split_key
 from .resolve import resolve_plugins
 from .prompts import load_prompts
@@ -133,17 +134,7 @@ _SHORTHANDS = {"model": "id", "parser": "name"}
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     """``["sampling.steps=20"]`` -> ``[("sampling.steps", 20)]`` (values are YAML)."""
-    out = []
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. sampling.steps=20")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
-        out.append((key.strip(), value))
-    return out
+    return [parse_key_value(item, "override", "sampling.steps=20") for item in items]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], registry: Any, source: str) -> None:

@@ -6,20 +6,16 @@ resolved recipe and the content hash of its images say exactly what ran.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-import pydantic
-
-from ..errors import AttnguideError, ConfigError, RecipeError
+from ..errors import AttnguideError, RecipeError
+from ..plugin.manager import Registry
+from ..plugin.params import param_problems
+from ..plugin.specs import NO_GUIDANCE, Kind, build_plugin, flat_spec, spec_problems, to_spec
 from .schema import PluginEntry, Recipe
-from ..plugin.specs import NO_GUIDANCE
-
-BASE_KEYS = {"loss": ("name", "weight", "window"), "callback": ("name",)}
-"""Spec keys the engine reads itself; every other key of a spec is a plugin parameter."""
 
 
-def resolve_plugins(recipe: Recipe, registry: Any, source: str, context: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def resolve_plugins(recipe: Recipe, registry: Registry, source: str, context: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Full specs of the recipe's losses and callbacks; a ``RecipeError`` listing every problem."""
 
     problems: list[tuple[str, str]] = []
@@ -32,7 +28,7 @@ def resolve_plugins(recipe: Recipe, registry: Any, source: str, context: str = "
     return losses, callbacks
 
 
-def _resolve_all(kind: str, section: str, entries: list[PluginEntry], registry: Any,
+def _resolve_all(kind: Kind, section: str, entries: list[PluginEntry], registry: Registry,
                  problems: list[tuple[str, str]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
@@ -51,61 +47,22 @@ def _resolve_all(kind: str, section: str, entries: list[PluginEntry], registry: 
     return out
 
 
-def _resolve_one(kind: str, key: str, entry: PluginEntry, registry: Any,
+def _resolve_one(kind: Kind, key: str, entry: PluginEntry, registry: Registry,
                  problems: list[tuple[str, str]]) -> dict[str, Any] | None:
-    try:
-        cls = registry.get(kind, entry.name)
-    except AttnguideError as exc:
-        problems.append((f"{key}.name", str(exc)))
+    spec = to_spec(kind, entry.spec(), key)
+    assert spec is not None  # "none" entries are dropped before
+    found = spec_problems(spec, registry)
+    if found:
+        problems.extend((f"{key}.{sub}", message) for sub, message in found)
         return None
-    spec = entry.spec()
-    params = {k: v for k, v in spec.items() if k not in BASE_KEYS[kind]}
-    params = {**(params.pop("params", None) or {}), **params}
-    known = list(cls.Params.model_fields)
-    bad = _param_problems(cls.Params, params, known, key, f"{kind} plugin {entry.name!r}")
-    if bad:
-        problems.extend(bad)
-        return None
-    try:
-        if kind == "loss":
-            plugin = cls(params, weight=spec["weight"], window=spec.get("window"))
-        else:
-            plugin = cls(params)
-    except ConfigError as exc:
-        problems.append((f"{key}.window" if "window" in str(exc) else key, str(exc)))
-        return None
-    state = plugin.state_dict()
-    return {k: v for k, v in state.items() if k != "params"} | state.get("params", {})
+    return flat_spec(build_plugin(spec, registry))
 
 
-def _param_problems(model: type[pydantic.BaseModel], params: dict[str, Any], known: list[str],
-                    key: str, what: str) -> list[tuple[str, str]]:
-    problems = []
-    for name in params:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append((f"{key}.{name}", f"unknown parameter of {what}{hint} "
-                                              f"(parameters: {', '.join(known) or 'none'})"))
-    if problems:
-        return problems
-    try:
-        model(**params)
-    except pydantic.ValidationError as exc:
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append((f"{key}.{loc}" if loc else key, f"{msg} (got {err.get('input')!r})"))
-    return problems
-
-
-def _check_parser(recipe: Recipe, registry: Any, problems: list[tuple[str, str]]) -> None:
+def _check_parser(recipe: Recipe, registry: Registry, problems: list[tuple[str, str]]) -> None:
     try:
         cls = registry.get("parser", recipe.parser.name)
     except AttnguideError as exc:
         problems.append(("parser.name", f"{exc} (the losses and callbacks need a parser for bindings)"))
         return
-    params_model = getattr(cls, "Params", None)
-    if params_model is not None and hasattr(params_model, "model_fields"):
-        problems.extend(_param_problems(params_model, recipe.parser.params(), list(params_model.model_fields),
-                                        "parser", f"parser {recipe.parser.name!r}"))
+    found = param_problems(f"parser {recipe.parser.name!r}", cls.Params, recipe.parser.params())
+    problems.extend((f"parser.{param}", message) for param, message in found)

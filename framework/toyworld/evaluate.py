@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import ConfigError
+from ..keyvalue import parse_key_values
+from ..plugin.manager import Registry
+from ..plugin.specs import build_plugin, to_spec
 from ..metrics.stats import bootstrap_ci
 from .judge import binding_outcome, detect
 from .render import article
@@ -86,21 +88,16 @@ def parse_method(label: str) -> tuple[str, dict[str, Any]]:
     name and parameter overrides for its losses (values read as YAML scalars); ``ConfigError`` on a
     malformed pair."""
     name, *pairs = label.split(":")
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"method {label!r}: {pair!r} is not key=value (e.g. syngen:step_size=5)")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return name.strip(), overrides
+    return name.strip(), parse_key_values(pairs, f"method {label!r}:", "syngen:step_size=5")
 
 
 def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str],
-                    parameters: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[dict[str, Any]]]:
+                    registry: Registry | None = None) -> dict[str, list[dict[str, Any]]]:
     """Method labels -> loss specs. A label is a method name, optionally with overrides applied
     to each of its losses (``parse_method``: ``"syngen:step_size=5"``); an unknown name raises
-    ``ConfigError`` with the closest match, and so does an override that is not in
-    ``parameters[loss]`` (a loss plugin's parameter names, when given) or ``weight``."""
+    ``ConfigError`` with the closest match. With ``registry``, every resulting spec is checked
+    as any loss spec is (``attnguide.plugin.specs``): a misspelt parameter or a bad value is a
+    ``ConfigError`` naming the label, before any weights are loaded."""
     known = {**METHODS, **{p: [{"name": p}] for p in loss_plugins if p not in METHODS}}
     out = {}
     for label in names:
@@ -111,15 +108,12 @@ def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str],
             raise ConfigError(f"unknown method {name!r}{hint}; choose from {', '.join(known)}")
         if overrides and not known[name]:
             raise ConfigError(f"method {label!r}: {name!r} runs no loss, so it has no parameters to set")
-        for spec in known[name]:
-            allowed = None if parameters is None else [*parameters.get(spec["name"], ()), "weight"]
-            for key in overrides:
-                if allowed is not None and key not in allowed:
-                    close = difflib.get_close_matches(key, allowed, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ConfigError(f"method {label!r}: loss plugin {spec['name']!r} has no parameter "
-                                      f"{key!r}{hint} (parameters: {', '.join(allowed)})")
         out[label] = [{**spec, **overrides} for spec in known[name]]
+        if registry is not None:
+            for raw in out[label]:
+                spec = to_spec("loss", raw, f"method {label!r}")
+                if spec is not None:
+                    build_plugin(spec, registry, f"method {label!r}")
     return out
 
 
