@@ -73,7 +73,7 @@ class ManualParser(Parser):
             return super().analyse(prompt, tokenizer)
         tokenized = tokenize_prompt(prompt, tokenizer)
         n = len(tokenized.spans)
-        bindings = []
+        bindings: list[AlignedBinding] = []
         for position in self.params.bindings:
             if any(position in b.entity.tokens for b in bindings):
                 raise ConfigError(f"manual binding position {position} is given twice")
@@ -96,7 +96,9 @@ class ManualParser(Parser):
                 "manual bindings given as token positions need the tokenizer; use "
                 "analyse_prompt, not parse/bindings"
             )
-        pairs = list(spec.items()) if isinstance(spec, dict) else [(w, []) for w in spec]
+        pairs: list[tuple[int | str, list[str]]] = (
+            list(spec.items()) if isinstance(spec, dict) else [(w, []) for w in spec]
+        )
         used: list[Span] = []
         entities = [_claim(prompt, str(entity), used, near=None) for entity, _ in pairs]
         modifier_spans = [

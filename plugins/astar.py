@@ -82,7 +82,8 @@ def previous_masks(state: dict[str, Any], step: int) -> dict[tuple[int, ...], to
     if state.get("current_step") is not None and state["current_step"] < step:
         state["previous"] = state.pop("current")
         state["current_step"] = None
-    return state.get("previous", {})
+    previous: dict[tuple[int, ...], torch.Tensor] = state.get("previous", {})
+    return previous
 
 
 class AStarLoss(LossPlugin[AStarParams]):

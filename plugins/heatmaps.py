@@ -101,7 +101,8 @@ def colorize(heat: np.ndarray) -> np.ndarray:
     pos = np.clip(heat, 0.0, 1.0) * (len(stops) - 1)
     low = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     frac = (pos - low)[..., None]
-    return (stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
+    rgb: np.ndarray = (stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
+    return rgb
 
 
 def overlay(image: Image.Image, heat: torch.Tensor, alpha: float) -> Image.Image:
@@ -109,7 +110,7 @@ def overlay(image: Image.Image, heat: torch.Tensor, alpha: float) -> Image.Image
     base = image.convert("RGB").resize((CELL, CELL))
     h = heat.detach().float()
     h = (h - h.min()) / (h.max() - h.min()).clamp_min(1e-12)
-    up = Image.fromarray((h.numpy() * 255).astype(np.uint8)).resize((CELL, CELL), Image.BILINEAR)
+    up = Image.fromarray((h.numpy() * 255).astype(np.uint8)).resize((CELL, CELL), Image.Resampling.BILINEAR)
     colored = Image.fromarray(colorize(np.asarray(up, dtype=np.float32) / 255.0))
     return Image.blend(base, colored, alpha)
 

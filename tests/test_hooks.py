@@ -1,4 +1,4 @@
-"""Every run hook fires in Lightning's order, and the update hook can be overridden."""
+"""Every run hook fires in Lightning's order (the update override: test_dispatch.py)."""
 
 from __future__ import annotations
 
@@ -46,19 +46,6 @@ class Mass(LossPlugin):
         return LossTerm(maps[list(ctx.analysis.entities[0].tokens)].sum(), step_size=1.0)
 
 
-class SignOnly:
-    """An update-hook override: a signed-gradient step."""
-
-    def __init__(self):
-        self.calls = 0
-
-    @hookimpl(tryfirst=True)
-    def attnguide_update_latents(self, latents, terms):
-        self.calls += 1
-        (grad,) = torch.autograd.grad(sum(t.value for _, _, t in terms), [latents])
-        return (latents - 0.01 * grad.sign()).detach()
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_pipe):
     return Engine(tiny_pipe)
@@ -78,24 +65,6 @@ def test_run_hooks_fire_in_order(engine, analysis):
     ends = [s for n, s in rec.events if n == "on_step_end"]
     assert starts == ends == list(range(len(starts)))
     assert rec.events[-1] == ("on_run_end", 1)
-
-
-def test_attnguide_update_latents_override_wins(engine, analysis, monkeypatch):
-    import attnguide.plugin.manager as pmod
-
-    override = SignOnly()
-    real = pmod.run_plugin_manager
-    monkeypatch.setattr(
-        "attnguide.engine.engine.run_plugin_manager",
-        lambda plugins: real([*plugins, ("sign-only", override)]),
-    )
-    default = engine.generate(PROMPT, [0], steps=2, losses=[Mass()], analyses=[analysis],
-                              output_type="latent", progress=False)
-    assert override.calls > 0
-    monkeypatch.setattr("attnguide.engine.engine.run_plugin_manager", real)
-    plain = engine.generate(PROMPT, [0], steps=2, losses=[Mass()], analyses=[analysis],
-                            output_type="latent", progress=False)
-    assert not torch.equal(default.latents, plain.latents)
 
 
 def test_attnguide_loss_hook_receives_token_axis_maps(engine, analysis):

@@ -38,7 +38,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from ..datasets import list_prompt_sets
 
     out = out or sys.stdout
-    rows = [{"name": s.name, "size": len(s.read()), "licence": s.licence, "source": s.source,
+    rows: list[dict[str, Any]] = [{"name": s.name, "size": len(s.read()), "licence": s.licence, "source": s.source,
              "description": s.description} for s in list_prompt_sets()]
     if args.json:
         print(json.dumps(rows, indent=2), file=out)

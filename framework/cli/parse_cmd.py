@@ -20,7 +20,7 @@ from ..types import PromptAnalysis
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``parse`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
-    cmd = subparsers.add_parser(
+    cmd: argparse.ArgumentParser = subparsers.add_parser(
         "parse",
         help="show a prompt's parse, bindings and token positions",
         description="Parse a prompt, bind modifiers to nouns and align them to token positions.",
@@ -95,7 +95,7 @@ def render(analysis: PromptAnalysis, parser: str) -> str:
     """Readable tables: words (tags, heads), bindings (with positions), tokens (pieces)."""
     lines = [f"prompt: {analysis.prompt}", f"parser: {parser}", "", "words"]
     words = analysis.parsed.words if analysis.parsed else ()
-    rows = [("#", "word", "upos", "deprel", "head")]
+    rows: list[tuple[str, ...]] = [("#", "word", "upos", "deprel", "head")]
     for w in words:
         head = f"{w.head} {words[w.head].text}" if w.head >= 0 else "-"
         rows.append((str(w.index), w.text, w.upos, w.deprel, head))

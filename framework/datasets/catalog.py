@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 
 from .seeded import shuffled
@@ -124,7 +124,7 @@ def _catalogue() -> dict[str, PromptSet]:
         PromptSet("attend-and-excite", "Attend-and-Excite's 276 evaluation prompts, all three groups",
                   _AE_SOURCE, "MIT", ae_lic, lambda: _attend_and_excite(None)),
         *(PromptSet(f"attend-and-excite/{g.replace('_', '-')}", f"Attend-and-Excite group {g}",
-                    _AE_SOURCE, "MIT", ae_lic, lambda g=g: _attend_and_excite(g)) for g in AE_GROUPS),
+                    _AE_SOURCE, "MIT", ae_lic, partial(_attend_and_excite, g)) for g in AE_GROUPS),
         PromptSet("abc-6k", "ABC-6K: COCO captions with two or more colour words, and their colour-swapped twins",
                   _SD_SOURCE, "MIT", sd_lic, lambda: _plain("abc-6k", (("", "structured_diffusion/ABC-6K.txt"),))),
         PromptSet("cc-500", "CC-500: concept conjunctions, 'a green bench and a red car'",
@@ -132,7 +132,7 @@ def _catalogue() -> dict[str, PromptSet]:
         PromptSet("t2i-compbench", "T2I-CompBench attribute-binding validation prompts: colour, shape, texture",
                   _CB_SOURCE, "MIT", cb_lic, lambda: _plain("t2i-compbench", COMPBENCH)),
         *(PromptSet(f"t2i-compbench/{c}", f"T2I-CompBench {c} binding validation prompts", _CB_SOURCE,
-                    "MIT", cb_lic, lambda c=c, p=p: _plain(f"t2i-compbench/{c}", ((c, p),))) for c, p in COMPBENCH),
+                    "MIT", cb_lic, partial(_plain, f"t2i-compbench/{c}", ((c, p),))) for c, p in COMPBENCH),
         PromptSet("dvmp", f"DVMP: {DVMP_SIZE} generated multi-modifier prompts (seed {DVMP_SEED}); "
                   "`attnguide datasets dvmp` makes others",
                   "generator following SynGen's dvmp.py (RoyiRa/Linguistic-Binding-in-Diffusion-Models), "

@@ -134,7 +134,10 @@ class CapturingAttnProcessor:
     ) -> torch.Tensor:
         pixels = _num_pixels(hidden_states)
         if encoder_hidden_states is None or not self.store.wants(self.name, pixels):
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+            passed: torch.Tensor = self.original(
+                attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
+            )
+            return passed
         return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
     def _explicit(
@@ -186,7 +189,8 @@ class CapturingAttnProcessor:
             out = out.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             out = out + residual
-        return out / attn.rescale_output_factor
+        scaled: torch.Tensor = out / attn.rescale_output_factor
+        return scaled
 
 
 def _num_pixels(hidden_states: torch.Tensor) -> int:

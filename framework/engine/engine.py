@@ -109,7 +109,8 @@ class Engine:
 
     @property
     def device(self) -> torch.device:
-        return self.fabric.device
+        device: torch.device = self.fabric.device
+        return device
 
     # -- parse -> bind -> align ---------------------------------------------------------
     def analyse(self, prompt: str) -> PromptAnalysis:
@@ -203,11 +204,11 @@ class Engine:
         pipe = self.pipe
         height, width = cfg.resolve_size(pipe)
         cond, uncond = self._encode(cfg, prompts)
-        embeds = torch.cat([uncond, cond]) if cfg.do_cfg else cond
+        embeds = torch.cat([uncond, cond]) if cfg.do_cfg and uncond is not None else cond
         pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
         timesteps = pipe.scheduler.timesteps
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        latents = pipe.prepare_latents(
+        latents: torch.Tensor = pipe.prepare_latents(
             len(prompts), pipe.unet.config.in_channels, height, width, embeds.dtype, self.device, generators, None
         )
         extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta)
@@ -273,7 +274,8 @@ class Engine:
         if cfg.do_cfg:
             uncond, text = noise.chunk(2)
             noise = uncond + cfg.guidance_scale * (text - uncond)
-        return scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
+        stepped: torch.Tensor = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
+        return stepped
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> list[Any]:
@@ -282,7 +284,8 @@ class Engine:
         image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
         denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
-        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+        images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+        return images
 
 
 def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> SamplingConfig:

@@ -28,6 +28,6 @@ def make_fabric(config: RuntimeConfig | None = None, **overrides: Any) -> Any:
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
-        precision=cfg.precision,  # type: ignore[arg-type]
+        precision=cfg.precision,
         strategy=cfg.strategy,
     )

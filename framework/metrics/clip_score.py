@@ -30,7 +30,8 @@ class ClipScores:
 def _pooled(output: Any) -> torch.Tensor:
     """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding;
     4.x returned the tensor itself."""
-    return output.pooler_output if hasattr(output, "pooler_output") else output
+    pooled: torch.Tensor = output.pooler_output if hasattr(output, "pooler_output") else output
+    return pooled
 
 
 class ClipScorer:

@@ -108,7 +108,7 @@ def score_images(run_dir: Path, images: Sequence[ImageEntry], settings: EvalSett
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
             pictures = [Image.open(run_dir / e.image).convert("RGB") for e in chunk]
-            embeddings = clip.image_embeddings(pictures) if clip is not None else None
+            embeddings: Any = clip.image_embeddings(pictures) if clip is not None else None
             for k, (entry, picture) in enumerate(zip(chunk, pictures)):
                 phrases, method = noun_phrases(entry.prompt, settings.phrases)
                 row: dict[str, Any] = {"cell": entry.cell, "prompt": entry.prompt, "seed": entry.seed,
@@ -152,7 +152,7 @@ def summarise(rows: list[dict[str, Any]], cells: Sequence[str], prompts: Sequenc
         by_cell[cell] = {m: bootstrap_ci([r[m] for r in mine if m in r], samples=settings.bootstrap_samples,
                                          seed=settings.seed).to_dict() for m in present}
         by_cell[cell]["images"] = len(mine)
-    per_prompt: dict[str, dict[str, dict[str, float]]] = {}
+    per_prompt: dict[str, dict[str, dict[str, float | None]]] = {}
     for prompt in prompts:
         per_prompt[prompt] = {}
         for cell in cells:

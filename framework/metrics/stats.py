@@ -63,4 +63,5 @@ def phrase_preference(logits: Sequence[Sequence[float]]) -> list[float]:
         return [1.0 / table.shape[0]] * table.shape[0]
     shifted = np.exp(table - table.max(axis=0, keepdims=True))
     probs = shifted / shifted.sum(axis=0, keepdims=True)
-    return probs.mean(axis=1).tolist()
+    preferences: list[float] = probs.mean(axis=1).tolist()
+    return preferences

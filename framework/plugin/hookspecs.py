@@ -36,28 +36,31 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def attnguide_register_losses() -> list[type]:
+def attnguide_register_losses() -> list[type[Any]]:
     """Return loss plugin classes (subclasses of ``attnguide.LossPlugin``).
 
     Called once when a plugin manager is built. Each class has a unique ``name`` (what recipes
     and ``--method`` use) and a ``Params`` pydantic model describing its parameters.
     """
+    return []  # a specification: pluggy never runs this body
 
 
 @hookspec
-def attnguide_register_parsers() -> list[type]:
+def attnguide_register_parsers() -> list[type[Any]]:
     """Return prompt parser classes (subclasses of ``attnguide.prompts.parsing.Parser``).
 
     Called once when a plugin manager is built. Each class has a unique ``name``.
     """
+    return []  # a specification: pluggy never runs this body
 
 
 @hookspec
-def attnguide_register_callbacks() -> list[type]:
+def attnguide_register_callbacks() -> list[type[Any]]:
     """Return callback classes (subclasses of ``attnguide.Callback``).
 
     Called once when a plugin manager is built. Each class has a unique ``name``.
     """
+    return []  # a specification: pluggy never runs this body
 
 
 @hookspec

@@ -32,10 +32,10 @@ KINDS = ("loss", "parser", "callback")
 class Registry:
     """Plugin classes by kind and registered name, with where each came from."""
 
-    classes: dict[str, dict[str, type]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    classes: dict[str, dict[str, type[Any]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def add(self, kind: str, cls: type, source: str) -> None:
+    def add(self, kind: str, cls: type[Any], source: str) -> None:
         name = getattr(cls, "name", "")
         if not isinstance(name, str) or not name:
             raise PluginError(f"{kind} plugin class {cls.__qualname__} from {source} has no 'name'")
@@ -47,7 +47,7 @@ class Registry:
         self.classes[kind][name] = cls
         self.sources[(kind, name)] = source
 
-    def get(self, kind: str, name: str) -> type:
+    def get(self, kind: str, name: str) -> type[Any]:
         """The class registered as ``name``; a message listing the known names otherwise."""
         known = self.classes[kind]
         if name in known:
@@ -58,6 +58,7 @@ class Registry:
         raise PluginError(f"unknown {kind} plugin {name!r}.{hint} Registered: {names}")
 
     def names(self, kind: str) -> list[str]:
+        """Registered names of ``kind``, sorted."""
         return sorted(self.classes[kind])
 
 

@@ -61,8 +61,8 @@ def extract_bindings(parsed: ParsedPrompt) -> list[Binding]:
     for n in nouns:
         if n in claimed:  # a noun inside another noun's modifiers: "cotton" in "cotton and silk"
             continue
-        modifiers = sorted(collected[n] - {n})
-        bindings.append(Binding(rules.ref(n), tuple(rules.ref(m) for m in modifiers)))
+        ordered = sorted(collected[n] - {n})
+        bindings.append(Binding(rules.ref(n), tuple(rules.ref(m) for m in ordered)))
     return bindings
 
 

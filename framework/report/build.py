@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..results.files import atomic_write
 from .page import Links, PageInputs, render_page
@@ -29,7 +30,8 @@ def load_summary(run_dir: Path, contents: RunContents) -> dict[str, Any] | None:
     from ..metrics.evaluate import METRICS_FILE, SUMMARY_FILE
 
     try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        summary: dict[str, Any] = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return summary
     except (OSError, ValueError):
         pass
     path = run_dir / METRICS_FILE
@@ -71,8 +73,13 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None, *, embe
     md = _markdown(contents, rows, list(metrics), plots, out)
     paths = {}
     for name, text in ((HTML, page), (CSV, to_csv(rows, list(metrics))), (MARKDOWN, md)):
-        paths[name] = atomic_write(out / name, lambda f, t=text: f.write(t.encode("utf-8")))
+        paths[name] = atomic_write(out / name, _text_writer(text))
     return Report(paths[HTML], paths[CSV], paths[MARKDOWN], plots)
+
+
+def _text_writer(text: str) -> Callable[[IO[bytes]], int]:
+    """``atomic_write``'s callback that writes ``text`` as UTF-8."""
+    return lambda f: f.write(text.encode("utf-8"))
 
 
 def _markdown(contents: RunContents, rows: list[Any], metrics: list[str], plots: dict[str, Path], out: Path) -> str:

@@ -138,8 +138,8 @@ def _prompt_section(inputs: PageInputs, link: Callable[..., str], index: int, pr
     out.append(f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
     if prompt in inputs.grids:
         out.append(f'<p><a href="{link(inputs.grids[prompt], image=False)}">comparison grid PNG</a></p>')
-    sheets = [(e, e.sibling("heatmaps.png")) for e in c.images if e.prompt == prompt]
-    sheets = [(e, s) for e, s in sheets if s and (c.run_dir / s).is_file()]
+    candidates = [(e, e.sibling("heatmaps.png")) for e in c.images if e.prompt == prompt]
+    sheets = [(e, s) for e, s in candidates if s and (c.run_dir / s).is_file()]
     if sheets:
         figs = "".join(f'<figure><img src="{link(c.run_dir / s)}" alt="heat maps {escape(e.cell)} seed {e.seed}">'
                        f"<figcaption>{escape(e.cell)}, seed {e.seed}</figcaption></figure>" for e, s in sheets)

@@ -61,7 +61,7 @@ def prompt_stems(prompts: list[str]) -> dict[str, str]:
 def plan_jobs(loaded: LoadedRecipe) -> list[Job]:
     """Every job, cell-major, then prompt, then seed. The order is the same in every process."""
     stems = prompt_stems(loaded.prompts)
-    jobs = []
+    jobs: list[Job] = []
     for cell in loaded.cells:
         config = cell.hashed_config()
         for prompt in loaded.prompts:

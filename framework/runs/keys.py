@@ -51,15 +51,20 @@ def set_at(raw: dict[str, Any], path: Path_, value: Any) -> None:
     for ``prompts`` and ``seeds``, whose mapping forms replace each other."""
     node: Any = raw
     for part in path[:-1]:
-        child = node[part] if (isinstance(node, list) or part in node) else None
+        child = node[part] if _holds(node, part) else None
         if not isinstance(child, (dict, list)):
             child = {}
             node[part] = child
         node = child
     last = path[-1]
-    current = node[last] if (isinstance(node, list) or last in node) else None
+    current: Any = node[last] if _holds(node, last) else None
     mergeable = isinstance(current, dict) and isinstance(value, dict) and path not in _ALTERNATIVES
     node[last] = merge(current, value) if mergeable else copy.deepcopy(value)
+
+
+def _holds(node: Any, part: str | int) -> bool:
+    """Whether ``node[part]`` is read: always in a list (a bad index raises), by key in a mapping."""
+    return isinstance(node, list) or part in node
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def valid_keys(raw: dict[str, Any], path: Path_, registry: Any) -> list[str] | N
 def _plugin_keys(registry: Any, kind: str, name: Any, base: tuple[str, ...]) -> list[str] | None:
     classes = getattr(registry, "classes", {}).get(kind, {}) if registry is not None else {}
     cls = classes.get(name) if isinstance(name, str) else None
-    params = getattr(cls, "Params", None)
+    params: Any = getattr(cls, "Params", None)
     if cls is None or not hasattr(params, "model_fields"):
         return None  # unknown plugin: reported by name when the recipe is validated
     return [*base, *params.model_fields]

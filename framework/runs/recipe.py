@@ -49,7 +49,7 @@ class Cell:
         """What decides this cell's pixels: the content hash of an image covers this, its
         prompt and its seed. Where outputs go and how many processes run do not count."""
         r = self.recipe
-        out = {
+        out: dict[str, Any] = {
             "model": r.model.model_dump(mode="json"),
             "sampling": r.sampling.model_dump(mode="json"),
             "attention": r.attention.model_dump(mode="json"),

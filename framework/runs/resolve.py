@@ -6,6 +6,7 @@ resolved recipe and the content hash of its images say exactly what ran.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import AttnguideError, RecipeError
@@ -28,7 +29,7 @@ def resolve_plugins(recipe: Recipe, registry: Registry, source: str, context: st
     return losses, callbacks
 
 
-def _resolve_all(kind: Kind, section: str, entries: list[PluginEntry], registry: Registry,
+def _resolve_all(kind: Kind, section: str, entries: Sequence[PluginEntry], registry: Registry,
                  problems: list[tuple[str, str]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}

@@ -60,7 +60,8 @@ def run_recipe(loaded: LoadedRecipe, *, progress: bool = True, report: Any = pri
     for name in ("lightning.fabric", "lightning.pytorch"):  # after lightning's import sets them; the
         logging.getLogger(name).setLevel(logging.WARNING)  # summary says how many processes ran
     work = functools.partial(_run_on_rank, loaded=loaded, progress=progress, report=report)
-    return fabric.launch(work)
+    summary: RunSummary | None = fabric.launch(work)
+    return summary
 
 
 def _run_on_rank(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: Any) -> RunSummary | None:

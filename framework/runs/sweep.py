@@ -68,14 +68,15 @@ def _parse_axis(key: str, values: Any, base: dict[str, Any], registry: Any, sour
     if values is None or (isinstance(values, (list, dict)) and not values):
         _fail(source, where, "empty axis: give at least one value")
     try:
-        path: Path_ | None = split_key(key)
+        key_path = split_key(key)
     except ValueError as exc:
         _fail(source, where, str(exc))
+    path: Path_ | None = key_path
     if isinstance(values, list):
         items = [(_label(v, i), v) for i, v in enumerate(values)]
     elif isinstance(values, dict):
         items = [(_safe(str(k)), v) for k, v in values.items()]
-        if check_key(base, path, registry) is not None:
+        if check_key(base, key_path, registry) is not None:
             path = None  # not a recipe key: a named axis whose values patch the recipe
             for label, patch in items:
                 if not isinstance(patch, dict):

@@ -7,6 +7,8 @@ it (the judge's and the evaluation's) are never trained on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import lightning
 import numpy as np
 import torch
@@ -16,18 +18,21 @@ from ..models.tokenizer import clip_tokenizer
 from .grounding import grounding_targets
 from .render import sample
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 TRAIN_SEED_OFFSET = 1_000_000
 SEEDS_PER_RUN_SEED = 10_000_000  # run seed s trains on scenes TRAIN_SEED_OFFSET + s * this + i
 DEFAULT_LENGTH = 1_000_000
 
 
-def image_to_tensor(image) -> torch.Tensor:  # noqa: ANN001 - a PIL image
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB ``PIL.Image`` -> ``[3, H, W]`` float32 in [-1, 1]."""
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
     return pixels.permute(2, 0, 1) / 127.5 - 1.0
 
 
-class ToyWorldDataset(Dataset):
+class ToyWorldDataset(Dataset[dict[str, Any]]):
     """``length`` captioned scenes; item ``i`` is ``{"image": [3, 64, 64] float32 in [-1, 1],
     "caption": str, "seed": int}`` rendered from seed ``first_seed + i`` with
     ``objects[0] + i % (objects[1] - objects[0] + 1)`` objects (so counts cycle evenly).
@@ -49,7 +54,7 @@ class ToyWorldDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
         lo, hi = self.objects
@@ -61,7 +66,7 @@ class ToyWorldDataset(Dataset):
         return item
 
 
-class ToyWorldDataModule(lightning.LightningDataModule):
+class ToyWorldDataModule(lightning.LightningDataModule):  # type: ignore[misc]  # lightning is Any here (follow_imports=skip)
     """Batches ``{"image": [B, 3, 64, 64], "caption": list[str], "seed": [B] int64}`` (plus
     ``"masks": [B, 3, 16, 16]`` and ``"positions": [B, 3, 2]`` with ``grounding``).
 
@@ -73,7 +78,7 @@ class ToyWorldDataModule(lightning.LightningDataModule):
                  length: int = DEFAULT_LENGTH, grounding: bool = False) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.objects, self.length, self.grounding = tuple(objects), length, grounding
+        self.objects, self.length, self.grounding = cast("tuple[int, int]", tuple(objects)), length, grounding
 
     def train_dataset(self) -> ToyWorldDataset:
         return ToyWorldDataset(TRAIN_SEED_OFFSET + self.seed * SEEDS_PER_RUN_SEED, self.length, self.objects,
@@ -82,12 +87,12 @@ class ToyWorldDataModule(lightning.LightningDataModule):
     def val_dataset(self) -> ToyWorldDataset:
         return ToyWorldDataset(20_000, 256, self.objects, grounding=self.grounding)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.train_dataset())
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.val_dataset())
 
-    def _loader(self, dataset: ToyWorldDataset) -> DataLoader:
+    def _loader(self, dataset: ToyWorldDataset) -> DataLoader[dict[str, Any]]:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, drop_last=True)

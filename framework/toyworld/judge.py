@@ -56,7 +56,7 @@ def colour_labels(image: Image.Image | np.ndarray, threshold: float = COLOUR_THR
     """
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
     dist = np.linalg.norm(rgb[:, :, None, :] - _PALETTE[None, None], axis=-1)  # [H, W, colours]
-    labels = dist.argmin(axis=-1)
+    labels: np.ndarray = dist.argmin(axis=-1)
     labels[dist.min(axis=-1) > threshold] = -1
     return labels
 

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ MIN_SNR_GAMMA = 5.0
 WARMUP_STEPS = 200
 
 
-class VAEModule(lightning.LightningModule):
+class VAEModule(lightning.LightningModule):  # type: ignore[misc]  # lightning is Any here (follow_imports=skip)
     """Autoencoder stage. Batches: ``{"image": [B, 3, 64, 64] in [-1, 1], ...}``."""
 
     def __init__(self, vae: AutoencoderKL, lr: float = 1e-3, kl_weight: float = 1e-6, crop: int | None = 32) -> None:
@@ -82,7 +83,7 @@ class VAEModule(lightning.LightningModule):
         kl = posterior.kl().mean()
         return l1 + self.kl_weight * kl, l1, kl
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         total, l1, kl = self.loss(self.random_crop(batch["image"]))
         self.log_dict({"vae/loss": total, "vae/l1": l1, "vae/kl": kl}, prog_bar=True)
         return total
@@ -95,7 +96,7 @@ class VAEModule(lightning.LightningModule):
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
-class TextToImageModule(lightning.LightningModule):
+class TextToImageModule(lightning.LightningModule):  # type: ignore[misc]  # lightning is Any here (follow_imports=skip)
     """Diffusion stage on frozen-VAE latents ``[B, 4, 16, 16]`` scaled by ``vae.config.scaling_factor``."""
 
     def __init__(self, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
@@ -129,7 +130,8 @@ class TextToImageModule(lightning.LightningModule):
         """Captions -> ``[B, 77, 64]`` last hidden states, as ``StableDiffusionPipeline.encode_prompt``."""
         ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
+        hidden: torch.Tensor = self.text_encoder(ids)[0]
+        return hidden
 
     def loss(self, images: torch.Tensor, captions: list[str], masks: torch.Tensor | None = None,
              positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,8 +146,7 @@ class TextToImageModule(lightning.LightningModule):
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        ground = self.grounding_weight > 0 and masks is not None and positions is not None
-        if ground:
+        if self.grounding_weight > 0 and masks is not None and positions is not None:
             with capture_attention(self.unet, self.attention), self.attention.capture():
                 prediction = self.unet(noisy, t, encoder_hidden_states=text).sample
             named = positions.clone()
@@ -159,7 +160,7 @@ class TextToImageModule(lightning.LightningModule):
 
     def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
         """``min(SNR(t), gamma) / SNR(t)`` for epsilon prediction, ``SNR = abar / (1 - abar)``; ``[B]``."""
-        abar = self.noise_scheduler.alphas_cumprod.to(self.device)[t]
+        abar: torch.Tensor = self.noise_scheduler.alphas_cumprod.to(self.device)[t]
         snr = abar / (1 - abar)
         return snr.clamp(max=MIN_SNR_GAMMA) / snr
 
@@ -174,14 +175,14 @@ class TextToImageModule(lightning.LightningModule):
             for ema, live in zip(self.ema_unet.parameters(), self.unet.parameters()):
                 ema.lerp_(live, 1.0 - decay)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         denoising, grounding = self.loss(batch["image"], list(batch["caption"]), batch.get("masks"),
                                          batch.get("positions"))
         loss = denoising + self.grounding_weight * grounding
         self.log_dict({"unet/loss": loss, "unet/denoising": denoising, "unet/grounding": grounding}, prog_bar=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
         params = list(self.unet.parameters())
         if self.train_text_encoder:
             params += list(self.text_encoder.parameters())
@@ -202,7 +203,7 @@ def lr_factor(step: int, total: int, warmup: int = WARMUP_STEPS, floor: float = 
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class PipelineSnapshot(Callback):
+class PipelineSnapshot(Callback):  # type: ignore[misc]  # lightning is Any here (follow_imports=skip)
     """Every ``every`` steps of the diffusion stage, save the EMA weights as a loadable pipeline
     in ``folder`` (written beside it, then renamed), so an interrupted run leaves a usable model."""
 
@@ -214,7 +215,7 @@ class PipelineSnapshot(Callback):
             save_pipeline(module, self.folder)
 
 
-class LineProgress(Callback):
+class LineProgress(Callback):  # type: ignore[misc]  # lightning is Any here (follow_imports=skip)
     """One line per ``every`` steps on stderr (step, loss, seconds per step, time left), for
     logs and pipes where a progress bar would not show."""
 
@@ -257,7 +258,7 @@ def set_latent_scale(vae: AutoencoderKL, loader: Any, device: torch.device | str
 
 
 def _trainer(out: Path, stage: str, steps: int, accelerator: str, precision: str,
-             extra: list[Callback] = ()) -> lightning.Trainer:
+             extra: Sequence[Callback] = ()) -> lightning.Trainer:
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename=stage + "-{step}",
                                  every_n_train_steps=min(steps, 500), save_top_k=-1, save_last=True)
     checkpoint.CHECKPOINT_NAME_LAST = stage + "-last"  # the final step, whatever the step count
@@ -349,5 +350,6 @@ def previous_record(pipeline_dir: Path) -> dict[str, Any] | None:
     it (a ``train`` output folder); None when there is none."""
     for candidate in (pipeline_dir / "TRAINED_WITH.json", pipeline_dir.parent / "TRAINED_WITH.json"):
         if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
+            record: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
+            return record
     return None
