@@ -142,3 +142,11 @@ def test_architecture_doc_opens_with_the_folder_to_import_name_map_and_the_data_
     for folder, name in FOLDERS.items():
         assert f"`{folder}/`" in head and f"`{name}`" in head
     assert "prompt" in head and "framework/engine/" in head and "plugins/" in head
+
+
+@pytest.mark.parametrize("doc", ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))])
+def test_every_source_path_a_doc_names_exists(doc):
+    text = (ROOT / doc).read_text()
+    missing = [path for path in re.findall(r"`((?:framework|plugins|parsers|recipes|examples)/[\w/.-]*)`", text)
+               if not (ROOT / path).exists()]
+    assert missing == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 import torch
 
-from attnguide import LossParams, LossPlugin, LossTerm, hookimpl
+from attnguide import GuidanceContext, LossParams, LossPlugin, LossTerm, hookimpl
 
 
 class FocusParams(LossParams):
@@ -13,14 +13,14 @@ class FocusParams(LossParams):
     step_size: float = pydantic.Field(10.0, gt=0, description="alpha of the latent update")
 
 
-class FocusLoss(LossPlugin):
+class FocusLoss(LossPlugin[FocusParams]):
     """L = mean over subjects of (1 - attention mass in the subject's top-k pixels)."""
 
     name = "focus"
     Params = FocusParams
     default_window = (0.0, 0.5)  # the first half of the steps, like SynGen and A&E
 
-    def compute(self, ctx, maps: torch.Tensor) -> LossTerm | None:
+    def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
         # maps: [tokens, H, W] float32; each subject may span several BPE pieces
         subjects = [word.tokens for word in ctx.analysis.entities if word.tokens]
         if not subjects:
