@@ -268,6 +268,17 @@ def test_an_update_hook_returning_something_else_than_a_tensor_is_a_plugin_error
 
 
 def test_a_loss_passed_as_a_callback_or_the_reverse_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"callbacks\[0\]: 'syngen' is a loss plugin; pass it in losses"):
+    with pytest.raises(ConfigError, match=r"callbacks\[0\]: 'syngen' is not a callback plugin; pass it in losses"):
         tiny_engine().generate(PROMPT, [0], steps=1, callbacks=[make_plugin_manager(autoload=False)
                                                                  .registry.get("loss", "syngen")()])
+
+
+def test_only_the_dispatch_module_calls_hook_implementations():
+    # one path: no module walks pluggy's implementations or calls them by hand
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(root)) for folder in ("framework", "plugins", "parsers")
+                 for p in (root / folder).rglob("*.py")
+                 if p.name != "dispatch.py" and (".get_hookimpls(" in p.read_text() or "impl.function(" in p.read_text())]
+    assert offenders == []

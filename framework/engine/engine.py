@@ -26,7 +26,7 @@ from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_pl
 from .state import ImageRecord, RunState
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts
-from ..plugin.specs import build_callbacks, build_losses
+from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
 
 
@@ -127,8 +127,8 @@ class Engine:
         prompts: str | Sequence[str],
         seeds: int | Sequence[int] = 0,
         *,
-        losses: Sequence[Any] = (),
-        callbacks: Sequence[Any] = (),
+        losses: Sequence[LossLike] = (),
+        callbacks: Sequence[CallbackLike] = (),
         sampling: SamplingConfig | None = None,
         analyses: Sequence[PromptAnalysis] | None = None,
         output_type: str = "pil",

@@ -29,6 +29,10 @@ BASE_KEYS: dict[str, tuple[str, ...]] = {"loss": ("name", "weight", "window"), "
 """Spec keys the engine reads itself; every other key of a spec is a plugin parameter."""
 
 RunPlugin = LossPlugin[Any] | Callback[Any]
+LossLike = str | Mapping[str, Any] | LossPlugin[Any] | None
+"""What ``Engine.generate(losses=[...])`` accepts per loss: a name, a spec mapping, an instance."""
+CallbackLike = str | Mapping[str, Any] | Callback[Any]
+"""What ``Engine.generate(callbacks=[...])`` accepts per callback."""
 
 
 @dataclass(frozen=True)
@@ -126,40 +130,29 @@ def flat_spec(plugin: RunPlugin) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != "params"} | dict(state.get("params", {}))
 
 
-def build_losses(specs: Sequence[Any], registry: Registry, section: str = "losses") -> list[LossPlugin[Any]]:
+def build_losses(specs: Sequence[LossLike], registry: Registry, section: str = "losses") -> list[LossPlugin[Any]]:
     """Loss instances for ``specs`` (names, mappings or ``LossPlugin`` instances), in order;
     ``"none"`` entries are dropped. Names must be unique in a run."""
-    out: list[LossPlugin[Any]] = []
-    for index, raw in enumerate(specs):
-        if isinstance(raw, LossPlugin):
-            out.append(raw)
-            continue
-        if isinstance(raw, Callback):
-            raise ConfigError(f"{section}[{index}]: {raw.name!r} is a callback; pass it in callbacks")
-        spec = to_spec("loss", raw, f"{section}[{index}]")
-        if spec is not None:
-            plugin = build_plugin(spec, registry, f"{section}[{index}]")
-            assert isinstance(plugin, LossPlugin)
-            out.append(plugin)
-    _unique([p.name for p in out], "loss")
-    return out
+    return [p for p in _build_all("loss", specs, registry, section) if isinstance(p, LossPlugin)]
 
 
-def build_callbacks(specs: Sequence[Any], registry: Registry, section: str = "callbacks") -> list[Callback[Any]]:
+def build_callbacks(specs: Sequence[CallbackLike], registry: Registry, section: str = "callbacks") -> list[Callback[Any]]:
     """Callback instances for ``specs`` (names, mappings or ``Callback`` instances), in order."""
-    out: list[Callback[Any]] = []
+    return [p for p in _build_all("callback", specs, registry, section) if isinstance(p, Callback)]
+
+
+def _build_all(kind: Kind, specs: Sequence[Any], registry: Registry, section: str) -> list[RunPlugin]:
+    own, other, other_section = (LossPlugin, Callback, "callbacks") if kind == "loss" else (Callback, LossPlugin, "losses")
+    out: list[RunPlugin] = []
     for index, raw in enumerate(specs):
-        if isinstance(raw, Callback):
+        where = f"{section}[{index}]"
+        if isinstance(raw, own):
             out.append(raw)
-            continue
-        if isinstance(raw, LossPlugin):
-            raise ConfigError(f"{section}[{index}]: {raw.name!r} is a loss plugin; pass it in losses")
-        spec = to_spec("callback", raw, f"{section}[{index}]")
-        assert spec is not None
-        plugin = build_plugin(spec, registry, f"{section}[{index}]")
-        assert isinstance(plugin, Callback)
-        out.append(plugin)
-    _unique([c.name for c in out], "callback")
+        elif isinstance(raw, other):
+            raise ConfigError(f"{where}: {raw.name!r} is not a {kind} plugin; pass it in {other_section}")
+        elif (spec := to_spec(kind, raw, where)) is not None:
+            out.append(build_plugin(spec, registry, where))
+    _unique([p.name for p in out], kind)
     return out
 
 
