@@ -100,11 +100,6 @@ class AttnguidePluginManager(pluggy.PluginManager):
             raise PluginError(f"plugin {label!r} is invalid: {detail}") from None
         except ValueError as exc:
             raise PluginError(f"plugin {label!r} cannot be registered: {exc}") from None
-        try:
-            _check_no_wrappers(self, plugin, label)
-        except PluginError:
-            self.unregister(plugin)
-            raise
         return registered or label
 
     def collect_classes(self) -> None:
@@ -138,7 +133,14 @@ def _check_hook_names(plugin: object, label: str, role: Role) -> None:
     for attr in dir(plugin):
         if attr.startswith("_") or not _is_function(plugin, attr):
             continue
-        marked = hasattr(getattr(plugin, attr, None), f"{hookspecs.PROJECT}_impl")
+        opts = getattr(getattr(plugin, attr, None), f"{hookspecs.PROJECT}_impl", None)
+        marked = opts is not None
+        if marked and (opts.get("wrapper") or opts.get("hookwrapper")):
+            raise PluginError(
+                f"plugin {label!r}: hook {attr} is marked as a wrapper; attnguide calls every hook "
+                "directly and runs no wrappers. Implement it as a plain hook (to act around a "
+                "step, use on_step_start and on_step_end)"
+            )
         if role == "registrar" and attr in run_hooks:
             raise PluginError(
                 f"plugin {label!r} implements run hook {attr!r} at registrar level, where it would "
@@ -161,17 +163,6 @@ def _check_hook_names(plugin: object, label: str, role: Role) -> None:
                 "(names starting 'on_' or 'attnguide_' are reserved for hooks; rename a helper "
                 "with a leading underscore)"
             )
-
-
-def _check_no_wrappers(pm: pluggy.PluginManager, plugin: object, label: str) -> None:
-    for caller in pm.get_hookcallers(plugin) or []:
-        for impl in caller.get_hookimpls():
-            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
-                raise PluginError(
-                    f"plugin {label!r}: hook {caller.name} is marked as a wrapper; attnguide calls "
-                    "every hook directly and runs no wrappers. Implement it as a plain hook (to act "
-                    "around a step, use on_step_start and on_step_end)"
-                )
 
 
 def make_plugin_manager(
