@@ -1,18 +1,11 @@
-"""Hand-built prompt analyses, so engine tests do not depend on a parser model."""
+"""Prompt analyses for engine tests, without a parser model (``attnguide.testing``)."""
 
 from __future__ import annotations
 
-from attnguide.types import AlignedBinding, AlignedWord, PromptAnalysis, PromptTokens
+from attnguide.testing import analysis_for as _analysis_for
+from attnguide.types import PromptAnalysis
 
 
 def analysis_for(tokenizer, prompt: str, bindings: list[tuple[str, list[str]]]) -> PromptAnalysis:
-    """Bind words by exact piece match (test prompts use single-piece words only)."""
-    ids = tokenizer(prompt).input_ids
-    pieces = tuple(p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids))
-    positions = tuple(range(1, len(ids) - 1))
-
-    def word(text: str) -> AlignedWord:
-        return AlignedWord(text, (pieces.index(text),))
-
-    aligned = [AlignedBinding(word(e), tuple(word(m) for m in mods)) for e, mods in bindings]
-    return PromptAnalysis(prompt, PromptTokens(prompt, pieces, positions, len(ids) - 1), aligned)
+    """``attnguide.testing.analysis_for`` with the bindings as ``(noun, [modifiers])`` pairs."""
+    return _analysis_for(prompt, dict(bindings), tokenizer)
