@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from attnguide import hookimpl
+from attnguide.prompts.parsing import Parser
+
 from .manual import ManualParser
 from .spacy_parser import SpacyParser
 from .stanza_parser import StanzaParser
-from attnguide.prompts.parsing import Parser
 
 BUILTIN_PARSERS: tuple[type[Parser], ...] = (SpacyParser, StanzaParser, ManualParser)
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from attnguide.prompts.alignment import tokenize_prompt
 from attnguide.errors import ConfigError
+from attnguide.prompts.alignment import tokenize_prompt
 from attnguide.prompts.parsing import Parser, ParserParams
 from attnguide.types import (
     AlignedBinding,

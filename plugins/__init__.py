@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from attnguide import hookimpl
+
 from .astar import AStarLoss
 from .attend_excite import AttendExciteLoss
 from .entropy_syngen import EntropySynGenLoss

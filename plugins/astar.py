@@ -20,6 +20,8 @@ import pydantic
 import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.types import AlignedWord, GuidanceContext, LossTerm
+
 from ._maps import (
     as_float,
     attend_excite_step_size,
@@ -28,7 +30,6 @@ from ._maps import (
 )
 from .attend_excite import TokenSlice, slice_stop, subject_maps, subjects
 from .syngen import zero_with_graph
-from attnguide.types import AlignedWord, GuidanceContext, LossTerm
 
 # Guards the ratios against an all-zero raw map; processed maps are strictly positive.
 _TINY = 1e-12

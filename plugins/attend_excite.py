@@ -19,13 +19,14 @@ import pydantic
 import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.types import AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
+
 from ._maps import (
     as_float,
     attend_excite_preprocess,
     attend_excite_step_size,
     gaussian_smooth,
 )
-from attnguide.types import AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 
 TokenSlice = Literal["sd1", "prompt"]
 

@@ -21,6 +21,8 @@ import pydantic
 import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.types import AlignedWord, GuidanceContext, LossTerm
+
 from ._maps import as_float, entropy
 from .syngen import (
     Negatives,
@@ -30,7 +32,6 @@ from .syngen import (
     pair_terms,
     zero_with_graph,
 )
-from attnguide.types import AlignedWord, GuidanceContext, LossTerm
 
 
 class EntropySynGenParams(LossParams):

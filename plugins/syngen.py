@@ -20,8 +20,9 @@ import pydantic
 import torch
 
 from attnguide import LossParams, LossPlugin
-from ._maps import as_float, symmetric_kl
 from attnguide.types import AlignedBinding, AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
+
+from ._maps import as_float, symmetric_kl
 
 Negatives = Literal["all_tokens", "other_bindings"]
 

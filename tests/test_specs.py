@@ -136,3 +136,24 @@ def test_every_surface_uses_the_one_key_value_parser(capsys, tmp_path):
     assert "--param 'step_size' must look like KEY=VALUE" in _cli_error(capsys, "--method", "syngen", "--param", "step_size")
     with pytest.raises(ConfigError, match=r"the value is not valid YAML"):
         parse_key_value("a=[1,", "--param")
+
+
+def test_a_misspelt_parameter_in_a_dotted_override_gets_the_same_message(tmp_path):
+    from attnguide.runs.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "r", "model": {"id": "tiny"}, "prompts": ["a red cat"], "seeds": [0],
+                                    "losses": ["syngen"], "output_dir": str(tmp_path / "out")}))
+    with pytest.raises(ConfigError) as info:
+        load_recipe(str(path), ["losses.0.step_sise=5"], registry=REGISTRY)
+    assert "losses.0.step_sise: " + TYPO_MESSAGE in str(info.value)
+
+
+def test_a_loss_given_by_bare_name_takes_dotted_parameter_overrides(tmp_path):
+    from attnguide.runs.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "r", "model": {"id": "tiny"}, "prompts": ["a red cat"], "seeds": [0],
+                                    "losses": ["syngen"], "output_dir": str(tmp_path / "out")}))
+    loaded = load_recipe(str(path), ["losses.0.step_size=5"], registry=REGISTRY)
+    assert loaded.cells[0].losses[0]["step_size"] == 5.0

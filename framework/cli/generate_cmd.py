@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_dir: Path, pm: Any,
               loss_spec: list[dict[str, Any]]) -> int:
     from ..engine.engine import Engine
+    from ..engine.runtime import RuntimeConfig
     from ..models.loading import load_pipeline
     from ..results.images import image_name, save_image
-    from ..engine.runtime import RuntimeConfig
 
     started = time.perf_counter()
     pipe = load_pipeline(args.model, scheduler=args.scheduler)

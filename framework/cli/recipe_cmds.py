@@ -74,8 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_dry_run(loaded: Any) -> None:
-    from ..runs.jobs import is_finished, plan_jobs
     from ..results.shared import dump_yaml
+    from ..runs.jobs import is_finished, plan_jobs
 
     print(dump_yaml(loaded.resolved(), f"Resolved from {loaded.source}"), end="")
     jobs = plan_jobs(loaded)

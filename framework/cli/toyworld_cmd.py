@@ -128,9 +128,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..engine.engine import Engine
+    from ..engine.runtime import RuntimeConfig
     from ..models.loading import load_pipeline
     from ..plugin.manager import make_plugin_manager
-    from ..engine.runtime import RuntimeConfig
     from ..toyworld.evaluate import evaluate, markdown_table, resolve_methods
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

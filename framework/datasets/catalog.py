@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from importlib import resources
 
-from .seeded import shuffled
 from ..errors import ConfigError
+from .seeded import shuffled
 
 DVMP_SIZE, DVMP_SEED = 200, 0
 

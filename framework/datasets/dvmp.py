@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .seeded import below, choice, sample
 from ..errors import ConfigError
+from .seeded import below, choice, sample
 
 OBJECTS: tuple[str, ...] = (
     "backpack", "crown", "suitcase", "chair", "balloon", "bow", "car", "bowl", "bench", "clock",

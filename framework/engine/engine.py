@@ -17,17 +17,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .attention import AttentionStore, capture_attention
 from ..errors import ConfigError
-from .guidance import guide_image
 from ..plugin.dispatch import invoke
 from ..plugin.losses import LossPlugin
 from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
-from .state import ImageRecord, RunState
-from .runtime import RuntimeConfig, make_fabric
-from .sampling import SamplingConfig, expand_prompts
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
+from .attention import AttentionStore, capture_attention
+from .guidance import guide_image
+from .runtime import RuntimeConfig, make_fabric
+from .sampling import SamplingConfig, expand_prompts
+from .state import ImageRecord, RunState
 
 
 @dataclass

@@ -18,8 +18,8 @@ import torch
 
 from ..errors import PluginError
 from ..plugin.dispatch import invoke, invoke_first
-from .state import ImageRecord
 from ..types import GuidanceContext, LossRecord, LossTerm, Terms
+from .state import ImageRecord
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..results.files import atomic_write, write_json
+from ..results.reader import ImageEntry, read_run
 from .models import DEFAULT_BLIP_VQA, DEFAULT_CLIP
 from .phrases import noun_phrases
 from .stats import BOOTSTRAP_SAMPLES, CONFIDENCE, bootstrap_ci, phrase_preference
 from .vqa import DEFAULT_TEMPLATE
-from ..results.files import atomic_write, write_json
-from ..results.reader import ImageEntry, read_run
 
 METRICS_FILE, SUMMARY_FILE = "metrics.jsonl", "metrics_summary.json"
 FAMILIES = ("clip", "vqa")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import inspect
 import importlib.metadata as metadata
+import inspect
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import pluggy
 
-from . import hookspecs
 from ..errors import PluginError
+from . import hookspecs
 from .dispatch import invoke
 
 ENTRY_POINT_GROUP = "attnguide"
@@ -133,9 +133,9 @@ def _check_hook_names(plugin: object, label: str, role: Role) -> None:
     for attr in dir(plugin):
         if attr.startswith("_") or not _is_function(plugin, attr):
             continue
-        opts = getattr(getattr(plugin, attr, None), f"{hookspecs.PROJECT}_impl", None)
+        opts: dict[str, Any] | None = getattr(getattr(plugin, attr, None), f"{hookspecs.PROJECT}_impl", None)
         marked = opts is not None
-        if marked and (opts.get("wrapper") or opts.get("hookwrapper")):
+        if opts is not None and (opts.get("wrapper") or opts.get("hookwrapper")):
             raise PluginError(
                 f"plugin {label!r}: hook {attr} is marked as a wrapper; attnguide calls every hook "
                 "directly and runs no wrappers. Implement it as a plain hook (to act around a "

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .alignment import align_bindings
-from .binding import extract_bindings
 from ..errors import ConfigError, PluginError
 from ..plugin.params import validate_plugin_params
 from ..types import Binding, ParsedPrompt, PromptAnalysis
+from .alignment import align_bindings
+from .binding import extract_bindings
 
 logger = logging.getLogger(__name__)
 

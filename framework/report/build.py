@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..results.files import atomic_write
+from ..results.reader import RunContents, read_run
 from .page import Links, PageInputs, render_page
 from .plots import loss_series, plot_losses
 from .tables import cell_rows, to_csv, to_markdown
-from ..results.reader import RunContents, read_run
 
 HTML, CSV, MARKDOWN, ASSETS = "report.html", "report.csv", "report.md", "report_files"
 

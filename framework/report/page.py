@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .tables import CellRow, best_cells, format_estimate
 from ..results.reader import RunContents
+from .tables import CellRow, best_cells, format_estimate
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}

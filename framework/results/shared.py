@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from ..runs.jobs import Job, is_finished
-from .files import atomic_write, write_png
 from ..runs.recipe import LoadedRecipe
+from .files import atomic_write, write_png
 
 RESOLVED = "recipe.resolved.yaml"
 

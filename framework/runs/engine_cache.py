@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from ..errors import AttnguideError
-from .schema import ModelSpec, Recipe
 from ..types import PromptAnalysis
+from .schema import ModelSpec, Recipe
 
 
 class EngineCache:

@@ -11,6 +11,7 @@ import copy
 import difflib
 from typing import Any
 
+from ..plugin.params import param_problems
 from .schema import LossEntry, ParserSpec, PluginEntry, field_names, model_at
 
 Path_ = list[str | int]
@@ -91,13 +92,29 @@ def valid_keys(raw: dict[str, Any], path: Path_, registry: Any) -> list[str] | N
     return field_names(model)
 
 
-def _plugin_keys(registry: Any, kind: str, name: Any, base: tuple[str, ...]) -> list[str] | None:
+def _plugin_class(registry: Any, kind: str, name: Any) -> Any:
+    """The registered class of a plugin entry, or ``None`` (an unknown plugin is reported by
+    name when the recipe is validated)."""
     classes = getattr(registry, "classes", {}).get(kind, {}) if registry is not None else {}
     cls = classes.get(name) if isinstance(name, str) else None
-    params: Any = getattr(cls, "Params", None)
-    if cls is None or not hasattr(params, "model_fields"):
-        return None  # unknown plugin: reported by name when the recipe is validated
-    return [*base, *params.model_fields]
+    return cls if hasattr(getattr(cls, "Params", None), "model_fields") else None
+
+
+def _plugin_keys(registry: Any, kind: str, name: Any, base: tuple[str, ...]) -> list[str] | None:
+    cls = _plugin_class(registry, kind, name)
+    return None if cls is None else [*base, *cls.Params.model_fields]
+
+
+def _unknown_parameter(raw: dict[str, Any], path: Path_, part: Any, registry: Any) -> str | None:
+    """The plugin-spec message for an unknown parameter of the plugin entry at ``path`` (the
+    same text a recipe file or ``Engine.generate`` gives), or ``None`` if ``path`` is no entry."""
+    if not (len(path) == 2 and path[0] in _ENTRY_KEYS and isinstance(path[1], int)):
+        return None
+    kind, name = _KINDS[str(path[0])], get_at(raw, [*path, "name"])
+    cls = _plugin_class(registry, kind, name)
+    if cls is None:
+        return None
+    return param_problems(f"{kind} plugin {name!r}", cls.Params, {str(part): None})[0][1]
 
 
 def check_key(raw: dict[str, Any], path: Path_, registry: Any) -> str | None:
@@ -122,7 +139,7 @@ def check_key(raw: dict[str, Any], path: Path_, registry: Any) -> str | None:
             known = sorted(container) if isinstance(container, dict) else []
             return _unknown(part, known, where)
         if part not in keys:
-            return _unknown(part, keys, where)
+            return _unknown_parameter(raw, here, part, registry) or _unknown(part, keys, where)
     return None
 
 

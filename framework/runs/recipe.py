@@ -21,8 +21,8 @@ import yaml
 from ..errors import ConfigError, RecipeError
 from ..keyvalue import parse_key_value
 from .keys import check_key, join_key, set_at, split_key
-from .resolve import resolve_plugins
 from .prompts import load_prompts
+from .resolve import resolve_plugins
 from .schema import Recipe, field_names, model_at
 
 SHIPPED_PACKAGE = "attnguide.recipes"
@@ -138,6 +138,10 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], registry: Any, source: str) -> None:
+    for section in ("losses", "callbacks") if overrides else ():
+        # a bare name is shorthand for {name: ...}; spelled out, its parameters can be overridden
+        if isinstance(raw.get(section), list):
+            raw[section] = [{"name": e} if isinstance(e, str) else e for e in raw[section]]
     for key, value in overrides:
         try:
             path = split_key(key)

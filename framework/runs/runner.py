@@ -20,12 +20,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..errors import AttnguideError
-from .jobs import Job, is_finished, journal_path, merge_results, plan_jobs, result_row, shard
-from ..results.files import append_jsonl, atomic_write, write_json
-from .recipe import LoadedRecipe
-from ..results.shared import write_grids, write_resolved_recipes
 from ..engine.runtime import make_fabric
+from ..errors import AttnguideError
+from ..results.files import append_jsonl, atomic_write, write_json
+from ..results.shared import write_grids, write_resolved_recipes
+from .jobs import Job, is_finished, journal_path, merge_results, plan_jobs, result_row, shard
+from .recipe import LoadedRecipe
 
 EXIT_OK, EXIT_FAILED_JOBS = 0, 1
 _DONE_MARKER = "results.rank{rank}.done.json"

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..keyvalue import parse_key_values
+from ..metrics.stats import bootstrap_ci
 from ..plugin.manager import Registry
 from ..plugin.specs import build_plugin, to_spec
-from ..metrics.stats import bootstrap_ci
 from .judge import binding_outcome, detect
 from .render import article
 from .scene import COLOURS, SHAPES
