@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -23,7 +23,9 @@ from ..plugin.losses import LossPlugin
 from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
+from ..models.families import default_attention_resolution, family_of
 from .attention import AttentionStore, capture_attention
+from .conditioning import Conditioning, encode
 from .guidance import guide_image
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts
@@ -52,10 +54,12 @@ class Engine:
     """Guided generation for one pipeline.
 
     Args:
-        pipe: a diffusers ``StableDiffusionPipeline`` (SD 1.x / 2.x layout).
+        pipe: a diffusers ``StableDiffusionPipeline`` (SD 1.x / 2.x) or
+            ``StableDiffusionXLPipeline`` (``attnguide.models.families``).
         runtime: Fabric settings (device, precision).
-        attention_resolution: capture cross-attention layers whose grid is this size (16 for
-            SD 1.x at 512 px; the tiny model at 256 px also has 16x16 layers).
+        attention_resolution: capture cross-attention layers whose grid is this size; ``"auto"``:
+            the family's default (16 for SD 1.x/2.x - 16x16 at 512 px, and the tiny model at 256
+            px has 16x16 layers too; for SDXL a quarter of the native latent size, 32 at 1024 px).
         attention_layers: optional explicit processor names to capture instead.
         parser: registered parser name used when losses need bindings; ``parser_params`` its
             settings.
@@ -74,7 +78,7 @@ class Engine:
         pipe: Any,
         *,
         runtime: RuntimeConfig | None = None,
-        attention_resolution: int | None = 16,
+        attention_resolution: int | None | Literal["auto"] = "auto",
         attention_layers: Sequence[str] | None = None,
         parser: str = "spacy",
         parser_params: dict[str, Any] | None = None,
@@ -85,8 +89,11 @@ class Engine:
         reference_style: bool = False,
     ) -> None:
         self.pipe = pipe
+        self.family = family_of(pipe)
         self.fabric = fabric or make_fabric(runtime)
         self.pm = plugin_manager or make_plugin_manager()
+        if attention_resolution == "auto":
+            attention_resolution = default_attention_resolution(pipe)
         self.store = AttentionStore(attention_resolution, attention_layers)
         self.parser_name = parser
         self.parser_params = dict(parser_params or {})
@@ -95,7 +102,9 @@ class Engine:
         self.truncate_guidance = truncate_guidance and not reference_style
         if gradient_checkpointing:
             pipe.unet.enable_gradient_checkpointing()
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+            if module is None:
+                continue
             module.requires_grad_(False)
             module.eval()
             self.fabric.to_device(module)
@@ -190,28 +199,22 @@ class Engine:
             "device": str(self.device),
         }
 
-    def _encode(self, cfg: SamplingConfig, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        negative = [cfg.negative_prompt] * len(prompts) if cfg.negative_prompt is not None else None
-        cond, uncond = self.pipe.encode_prompt(
-            prompts, self.device, 1, cfg.do_cfg, negative
-        )
-        return cond, uncond
-
     def _denoise(
         self, cfg: SamplingConfig, prompts: list[str], seeds: list[int], run: RunState,
         run_pm: Any, weights: dict[str, float], progress: bool,
     ) -> torch.Tensor:
         pipe = self.pipe
         height, width = cfg.resolve_size(pipe)
-        cond, uncond = self._encode(cfg, prompts)
-        embeds = torch.cat([uncond, cond]) if cfg.do_cfg and uncond is not None else cond
+        text = encode(pipe, self.family, cfg, prompts, self.device, (height, width))
         pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
         timesteps = pipe.scheduler.timesteps
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         latents: torch.Tensor = pipe.prepare_latents(
-            len(prompts), pipe.unet.config.in_channels, height, width, embeds.dtype, self.device, generators, None
+            len(prompts), pipe.unet.config.in_channels, height, width, text.embeds.dtype, self.device, generators, None
         )
         extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta)
+        if self.family == "sdxl" and hasattr(pipe.scheduler, "set_begin_index"):
+            pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
@@ -220,8 +223,8 @@ class Engine:
         for i, t in enumerate(timesteps):
             invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
             if any(loss.active_at(i, cfg.steps) for loss in losses):  # else: no guidance forward
-                latents = self._guidance_phase(run, run_pm, weights, latents, cond, i, t, cfg.steps)
-            latents = self._cfg_step(cfg, run, latents, embeds, i, t, extra)
+                latents = self._guidance_phase(run, run_pm, weights, latents, text, i, t, cfg.steps)
+            latents = self._cfg_step(cfg, run, latents, text, i, t, extra)
             run.latents = latents
             invoke(run_pm.hook.on_step_end, where=f"at step {i}", run=run, step=i, timestep=t.item(), latents=latents)
             bar.update(1)
@@ -231,7 +234,7 @@ class Engine:
 
     def _guidance_phase(
         self, run: RunState, run_pm: Any, weights: dict[str, float], latents: torch.Tensor,
-        cond: torch.Tensor, step: int, t: torch.Tensor, num_steps: int,
+        text: Conditioning, step: int, t: torch.Tensor, num_steps: int,
     ) -> torch.Tensor:
         scheduler, unet = self.pipe.scheduler, self.pipe.unet
         updated = []
@@ -245,7 +248,8 @@ class Engine:
 
             def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
                 with self.store.capture(truncate=self.truncate_guidance), self.fabric.autocast():
-                    unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=cond[b : b + 1], return_dict=False)
+                    unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=text.cond[b : b + 1],
+                         **text.image_kwargs(b), return_dict=False)
                 return self.store.maps()[0]
 
             new, maps = guide_image(
@@ -258,7 +262,7 @@ class Engine:
 
     @torch.no_grad()
     def _cfg_step(
-        self, cfg: SamplingConfig, run: RunState, latents: torch.Tensor, embeds: torch.Tensor,
+        self, cfg: SamplingConfig, run: RunState, latents: torch.Tensor, text: Conditioning,
         step: int, t: torch.Tensor, extra: dict[str, Any],
     ) -> torch.Tensor:
         scheduler = self.pipe.scheduler
@@ -268,7 +272,9 @@ class Engine:
         capture = step in run.capture_steps
         rows = slice(batch, None) if cfg.do_cfg else slice(None)
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
-            noise = self.pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            noise = self.pipe.unet(
+                model_input, t, encoder_hidden_states=text.embeds, **text.forward_kwargs(), return_dict=False
+            )[0]
         if capture:
             run.step_maps[step] = self.store.maps().cpu()
         if cfg.do_cfg:
@@ -279,12 +285,37 @@ class Engine:
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> list[Any]:
+        """PIL images, as the family's pipeline decodes them (SD: safety checker if any; SDXL:
+        the VAE's latent statistics and fp16 upcast when configured, watermark if any)."""
         pipe = self.pipe
         vae = pipe.vae
+        if self.family == "sdxl":
+            return self._decode_sdxl(latents)
         image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
         denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
         images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
+        return images
+
+    def _decode_sdxl(self, latents: torch.Tensor) -> list[Any]:
+        pipe, vae = self.pipe, self.pipe.vae
+        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        if upcast:
+            pipe.upcast_vae()
+        z = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean_t = torch.tensor(mean).view(1, 4, 1, 1).to(z.device, z.dtype)
+            std_t = torch.tensor(std).view(1, 4, 1, 1).to(z.device, z.dtype)
+            z = z * std_t / vae.config.scaling_factor + mean_t
+        else:
+            z = z / vae.config.scaling_factor
+        image = vae.decode(z, return_dict=False)[0]
+        if upcast:
+            vae.to(dtype=torch.float16)
+        if getattr(pipe, "watermark", None) is not None:
+            image = pipe.watermark.apply_watermark(image)
+        images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil")
         return images
 
 

@@ -11,9 +11,9 @@ from ..errors import ModelLoadError
 from .tokenizer import clip_tokenizer
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDED_MODELS = ("tiny", "toyworld")
-"""Models that ship with attnguide: ``tiny`` (random weights, for tests) and ``toyworld`` (the
-trained toy-world model, docs/toyworld.md)."""
+EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "toyworld")
+"""Models that ship with attnguide: ``tiny`` and ``tiny-sdxl`` (random weights, for tests) and
+``toyworld`` (the trained toy-world model, docs/toyworld.md)."""
 
 
 def load_tokenizer(model: str) -> Any:
@@ -53,13 +53,14 @@ def load_pipeline(
     config: str | None = None,
     local_files_only: bool | None = None,
 ) -> Any:
-    """A ``StableDiffusionPipeline`` for ``model``.
+    """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` for ``model``.
 
     Args:
-        model: ``"tiny"`` (embedded random-weight model), ``"toyworld"`` (the shipped trained
+        model: ``"tiny"`` or ``"tiny-sdxl"`` (embedded random-weight models), ``"toyworld"`` (the shipped trained
             toy-world model, 64x64), a local diffusers directory (one without a ``tokenizer/``
             folder, like the shipped toy-world weights, gets the shipped CLIP tokenizer), a hub
-            id (``CompVis/stable-diffusion-v1-4``), or a single-file ``.safetensors``/``.ckpt``.
+            id (``CompVis/stable-diffusion-v1-4``, ``stabilityai/stable-diffusion-xl-base-1.0``),
+            or a single-file SD 1.x/2.x ``.safetensors``/``.ckpt``.
         scheduler: short scheduler name (``ddim``, ``pndm``, ``euler`` ...) to swap in.
         dtype: ``float32``, ``float16`` or ``bfloat16`` weights.
         config: for single-file checkpoints, the diffusers config (hub id or local dir).
@@ -72,6 +73,10 @@ def load_pipeline(
         from .tiny import tiny_pipeline
 
         pipe = tiny_pipeline()
+    elif model == "tiny-sdxl":
+        from .tiny_sdxl import tiny_sdxl_pipeline
+
+        pipe = tiny_sdxl_pipeline()
     elif model == "toyworld":
         from ..toyworld.model import load_toy_pipeline
 
@@ -96,7 +101,7 @@ def load_pipeline(
                     raise FileNotFoundError(f"no such checkpoint file {model}")
                 pipe = StableDiffusionPipeline.from_single_file(model, config=config, **kwargs)
             else:
-                pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
+                pipe = _from_pretrained(model, kwargs)
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - diffusers/hub raise many types
@@ -107,6 +112,25 @@ def load_pipeline(
 
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe
+
+
+def _from_pretrained(model: str, kwargs: dict[str, Any]) -> Any:
+    """The pipeline class named by the model's ``model_index.json`` (SD 1.x/2.x or SDXL); a
+    ``ModelLoadError`` naming the class for any other family."""
+    from diffusers import DiffusionPipeline
+
+    from .families import FAMILIES
+
+    config = DiffusionPipeline.load_config(model, local_files_only=kwargs.get("local_files_only", False))
+    class_name = str(config.get("_class_name", ""))
+    if class_name not in FAMILIES:
+        raise ModelLoadError(
+            f"model {model!r} is a {class_name or 'pipeline of unknown class'}; attnguide drives "
+            f"{', '.join(FAMILIES)}"
+        )
+    if class_name != "StableDiffusionPipeline":
+        kwargs = {k: v for k, v in kwargs.items() if k != "safety_checker"}
+    return DiffusionPipeline.from_pretrained(model, **kwargs)
 
 
 def _local_folder_without_tokenizer(model: str) -> bool:
