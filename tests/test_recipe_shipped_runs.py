@@ -55,3 +55,19 @@ def test_toyworld_binding_recipe_runs_every_method_on_the_toy_model(tmp_path):
                                   "prompts=[an orange cross and a white heart]")
     assert (summary.written, summary.failed) == (7, 0), summary.failures
     assert loaded.recipe.model.id == "toyworld"
+
+
+SDXL = sorted(name for name in shipped_recipes() if name.endswith("_sdxl"))
+
+
+@pytest.mark.parametrize("name", SDXL)
+def test_sdxl_recipe_runs_on_tiny_sdxl_with_guidance_as_its_header_says(name, tmp_path):
+    header = [line for line in shipped_recipes()[name].read_text().splitlines() if line.startswith("#   attnguide run")]
+    overrides = header[0].split()[4:]  # the command the header gives, after "attnguide run NAME"
+    assert "model=tiny-sdxl" in overrides
+    prompt = yaml.safe_load(shipped_recipes()[name].read_text())["prompts"][0]
+    loaded, summary = run_shipped(name, tmp_path, *overrides, "seeds=[0]", f"prompts=[{prompt}]")
+    assert (summary.written, summary.failed) == (1, 0), summary.failures
+    (meta_path,) = (loaded.run_dir / "default").glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["analysis"]["bindings"] and any(term["step"] == 0 for term in meta["losses"])

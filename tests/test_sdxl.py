@@ -100,3 +100,19 @@ def test_an_unsupported_pipeline_is_a_clear_error_naming_it():
 
     with pytest.raises(ConfigError, match="cannot drive a FluxPipeline: supported pipelines are StableDiffusionPipeline"):
         family_of(FluxPipeline())
+
+
+def test_the_command_in_docs_models_runs_as_written(tmp_path, capsys, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    from attnguide.cli.main import main
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    command = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    argv = shlex.split(command)
+    assert argv[0] == "attnguide"
+    monkeypatch.chdir(tmp_path)  # its --out is relative: write under the test's folder
+    assert main(argv[1:]) == 0, capsys.readouterr().err
+    assert list((tmp_path / "outputs" / "sdxl").glob("*.png"))
