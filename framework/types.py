@@ -71,8 +71,9 @@ class Binding:
 class AlignedWord:
     """A word of a binding mapped to its text-encoder token positions.
 
-    ``tokens`` are positions in the encoder's input sequence (position 0 is the start token),
-    one per BPE piece of the word; a word that was truncated away has no aligned form.
+    ``tokens`` are positions in the encoder's input sequence (for CLIP position 0 is the start
+    token; T5 has none), one per piece of the word; a word that was truncated away has no
+    aligned form.
     """
 
     text: str
@@ -109,9 +110,10 @@ class PromptTokens:
 
     Attributes:
         prompt: the text.
-        pieces: the BPE piece of every position, ``pieces[0]`` the start token.
-        prompt_positions: positions of the prompt's own tokens (no start/end/padding),
-            ``1 .. n`` for a prompt of ``n`` tokens after truncation.
+        pieces: the piece of every position (for CLIP ``pieces[0]`` is the start token).
+        prompt_positions: positions of the prompt's own tokens (no start/end/padding):
+            ``1 .. n`` for a prompt of ``n`` tokens after truncation with a start token (CLIP),
+            ``0 .. n-1`` without one (T5).
         eot_position: position of the end-of-text token.
     """
 

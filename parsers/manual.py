@@ -77,12 +77,13 @@ class ManualParser(Parser):
         for position in self.params.bindings:
             if any(position in b.entity.tokens for b in bindings):
                 raise ConfigError(f"manual binding position {position} is given twice")
-            if not isinstance(position, int) or not 1 <= position <= n:
+            first = tokenized.first
+            if not isinstance(position, int) or not first <= position < first + n:
                 raise ConfigError(
                     f"manual binding position {position!r} is outside prompt {prompt!r}, whose"
-                    f" tokens are at positions 1..{n}"
+                    f" tokens are at positions {first}..{first + n - 1}"
                 )
-            start, end = tokenized.spans[position - 1]
+            start, end = tokenized.spans[position - first]
             word = AlignedWord(tokenized.text_of(position, prompt), (position,), start, end)
             bindings.append(AlignedBinding(word))
         parsed = ParsedPrompt(prompt=prompt, words=(), parser=self.name)

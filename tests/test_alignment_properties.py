@@ -14,10 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnguide.prompts.alignment import TruncationWarning, align_bindings
+from attnguide.models.t5_tokenizer import t5_tokenizer
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.types import Binding, WordRef
 
 TOKENIZERS = (clip_tokenizer(), clip_tokenizer(pad_token="!"))
+T5 = t5_tokenizer()
 
 COLOURS = ["red", "blue", "Green", "YELLOW", "pink", "sky-blue", "golden", "naïve", "crème"]
 OBJECTS = ["car", "bike", "table", "antidisestablishmentarianism", "crown", "Eiffel", "café"]
@@ -67,28 +69,43 @@ def decode(data: bytes) -> tuple[str, list[Binding], object]:
     return prompt, bindings, TOKENIZERS[data[0] % 2]
 
 
-@settings(
+def check_alignment(prompt, bindings, tokenizer, first, window):
+    """Positions are unique, inside the window, after the start token (``first``) if any."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        result = align_bindings(prompt, bindings, tokenizer)
+    tokens = result.tokens
+    assert tokens.eot_position <= window - 1
+    assert len(tokens.pieces) == tokens.eot_position + 1
+    assert tokens.prompt_positions == tuple(range(first, tokens.eot_position))
+    for binding in result.bindings:
+        positions = binding.positions
+        assert all(first <= p < tokens.eot_position for p in positions)
+        assert len(positions) == len(set(positions))
+        assert binding.entity.tokens and all(m.tokens for m in binding.modifiers)
+    assert len(result.bindings) <= len(bindings)
+
+
+FUZZ = settings(
     max_examples=10_000,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@FUZZ
 @given(st.binary(min_size=2, max_size=260).map(decode))
 def test_alignment_never_raises_and_positions_are_in_range_and_unique(case):
     prompt, bindings, tokenizer = case
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)
-        result = align_bindings(prompt, bindings, tokenizer)
-    tokens = result.tokens
-    assert tokens.eot_position <= 76
-    assert len(tokens.pieces) == tokens.eot_position + 1
-    assert tokens.prompt_positions == tuple(range(1, tokens.eot_position))
-    for binding in result.bindings:
-        positions = binding.positions
-        assert all(1 <= p < tokens.eot_position for p in positions)
-        assert len(positions) == len(set(positions))
-        assert binding.entity.tokens and all(m.tokens for m in binding.modifiers)
-    assert len(result.bindings) <= len(bindings)
+    check_alignment(prompt, bindings, tokenizer, first=1, window=77)
+
+
+@FUZZ
+@given(st.binary(min_size=2, max_size=260).map(decode))
+def test_alignment_on_the_t5_sentencepiece_tokenizer_never_raises_and_starts_at_position_0(case):
+    prompt, bindings, _ = case
+    check_alignment(prompt, bindings, T5, first=0, window=T5.model_max_length)
 
 
 def test_decoded_examples_cover_truncation_unicode_and_bindings():

@@ -2,14 +2,16 @@
 
 A word's tokens are the BPE pieces whose character span overlaps the word's span in the prompt,
 so multi-piece words, repeated words, casing, accents, emoji and odd whitespace need no string
-matching. The sequence is cut as the diffusion pipelines cut it: the start token, the first
-``max_length - 2`` prompt tokens (75 for CLIP), the end token. Words that do not fit whole are
-dropped, once, with one ``TruncationWarning`` naming them; positions are always in
-``[1, max_length - 1]``.
+matching. The sequence is cut as the diffusion pipelines cut it: the start token if the
+tokenizer has one, then as many prompt tokens as fit (75 for CLIP, ``max_length - 1`` for T5),
+then the end token. Words that do not fit whole are dropped, once, with one
+``TruncationWarning`` naming them. Prompt positions start at 1 after a start token (CLIP) and
+at 0 without one (T5's SentencePiece/Unigram tokenizers: metaspace ``▁``, no start token,
+``</s>`` at the end).
 
 Works with any tokenizer that gives ``offset_mapping`` (every tokenizers-backed one, including
-SD 1.x's CLIP tokenizer, SD 2.x's OpenCLIP variant with ``pad_token="!"`` and both SDXL
-tokenizers).
+SD 1.x's CLIP tokenizer, SD 2.x's OpenCLIP variant with ``pad_token="!"``, both SDXL
+tokenizers and T5's).
 """
 
 from __future__ import annotations
@@ -36,21 +38,23 @@ class TokenizedPrompt:
 
     Attributes:
         tokens: pieces, prompt positions and end position (``PromptTokens``).
-        spans: ``spans[p - 1]`` is the ``(start, end)`` character span of position ``p``.
+        spans: ``spans[p - first]`` is the ``(start, end)`` character span of position ``p``.
         all_spans: the spans of every prompt token before truncation (``spans`` is a prefix).
+        first: the position of the first prompt token: 1 after a start token, 0 without one.
     """
 
     tokens: PromptTokens
     spans: tuple[Span, ...]
     all_spans: tuple[Span, ...]
+    first: int = 1
 
     @property
     def truncated(self) -> bool:
         return len(self.all_spans) > len(self.spans)
 
     def text_of(self, position: int, prompt: str) -> str:
-        """The prompt text under token ``position`` (1-based)."""
-        start, end = self.spans[position - 1]
+        """The prompt text under token ``position``."""
+        start, end = self.spans[position - self.first]
         return prompt[start:end]
 
 
@@ -79,7 +83,8 @@ def tokenize_prompt(prompt: str, tokenizer: Any, max_length: int | None = None) 
         tokenizer: a tokenizers-backed Hugging Face tokenizer (``return_offsets_mapping``).
         max_length: the encoder window; ``encoder_window(tokenizer)`` by default.
     """
-    window = (max_length or encoder_window(tokenizer)) - 2
+    first = 1 if getattr(tokenizer, "bos_token", None) is not None else 0
+    window = (max_length or encoder_window(tokenizer)) - 1 - first
     try:
         encoded = tokenizer(
             prompt, add_special_tokens=False, return_offsets_mapping=True, verbose=False
@@ -90,20 +95,29 @@ def tokenize_prompt(prompt: str, tokenizer: Any, max_length: int | None = None) 
             "tokenizers-backed (fast) tokenizer"
         ) from None
     ids = list(encoded["input_ids"])
-    offsets: tuple[Span, ...] = tuple((int(s), int(e)) for s, e in encoded["offset_mapping"])
+    offsets = tuple(_without_leading_space(prompt, int(s), int(e)) for s, e in encoded["offset_mapping"])
     kept = ids[:window]
     pieces = (
-        tokenizer.bos_token,
+        *([tokenizer.bos_token] if first else []),
         *tokenizer.convert_ids_to_tokens(kept),
         tokenizer.eos_token,
     )
     tokens = PromptTokens(
         prompt=prompt,
         pieces=tuple(str(p) for p in pieces),
-        prompt_positions=tuple(range(1, len(kept) + 1)),
-        eot_position=len(kept) + 1,
+        prompt_positions=tuple(range(first, first + len(kept))),
+        eot_position=first + len(kept),
     )
-    return TokenizedPrompt(tokens=tokens, spans=offsets[:window], all_spans=offsets)
+    return TokenizedPrompt(tokens=tokens, spans=offsets[:window], all_spans=offsets, first=first)
+
+
+def _without_leading_space(prompt: str, start: int, end: int) -> Span:
+    """A metaspace piece (``▁cat``) spans the space before its word; keep the word part. A
+    piece that is only space (a lone ``▁``) keeps its span, which overlaps no word."""
+    trimmed = start
+    while trimmed < end and prompt[trimmed].isspace():
+        trimmed += 1
+    return (trimmed, end) if trimmed < end else (start, end)
 
 
 def align_bindings(
@@ -131,7 +145,7 @@ def align_bindings(
     notes: list[str] = []  # lost for want of tokens of their own
     aligned = []
     for binding in bindings:
-        result = _align_binding(binding, tokenized.all_spans, window, dropped, notes)
+        result = _align_binding(binding, tokenized.all_spans, tokenized.first, window, dropped, notes)
         if result is not None:
             aligned.append(result)
     messages = list(notes)
@@ -144,26 +158,29 @@ def align_bindings(
 def _align_binding(
     binding: Binding,
     spans: Sequence[Span],
+    first: int,
     window: int,
     dropped: list[str],
     notes: list[str],
 ) -> AlignedBinding | None:
     """One binding's positions; records what truncation (``dropped``) or overlap (``notes``)
-    cost. ``spans`` covers every prompt token, ``window`` how many of them the encoder keeps."""
+    cost. ``spans`` covers every prompt token (the first at position ``first``), ``window``
+    how many of them the encoder keeps."""
     name = binding.entity.text
-    entity = _align_word(binding.entity, spans)
+    last = first + window - 1
+    entity = _align_word(binding.entity, spans, first)
     if entity is None:
         notes.append(f"entity {name!r} has no tokens; binding dropped")
         return None
-    if max(entity.tokens) > window:
+    if max(entity.tokens) > last:
         dropped.append(f"{name!r} (entity)")
         dropped.extend(f"{m.text!r} (modifier of {name!r})" for m in binding.modifiers)
         return None
     used = set(entity.tokens)
     modifiers = []
     for ref in binding.modifiers:
-        word = _align_word(ref, spans)
-        if word is not None and max(word.tokens) > window:
+        word = _align_word(ref, spans, first)
+        if word is not None and max(word.tokens) > last:
             dropped.append(f"{ref.text!r} (modifier of {name!r})")
             continue
         fresh = tuple(p for p in word.tokens if p not in used) if word else ()
@@ -175,21 +192,22 @@ def _align_binding(
     return AlignedBinding(entity, tuple(modifiers))
 
 
-def positions_of_span(start: int, end: int, spans: Sequence[Span]) -> tuple[int, ...]:
-    """1-based positions of the pieces whose character span overlaps ``[start, end)``.
+def positions_of_span(start: int, end: int, spans: Sequence[Span], first: int = 1) -> tuple[int, ...]:
+    """Positions (the first piece at ``first``) of the pieces whose character span overlaps
+    ``[start, end)``.
 
     A piece with an empty span (possible after Unicode normalisation) counts when its start
     lies inside the word.
     """
     out = []
-    for position, (s, e) in enumerate(spans, start=1):
+    for position, (s, e) in enumerate(spans, start=first):
         if (s < end and e > start) or (s == e and start <= s < end):
             out.append(position)
     return tuple(out)
 
 
-def _align_word(ref: WordRef, spans: Sequence[Span]) -> AlignedWord | None:
-    positions = positions_of_span(ref.start, ref.end, spans)
+def _align_word(ref: WordRef, spans: Sequence[Span], first: int) -> AlignedWord | None:
+    positions = positions_of_span(ref.start, ref.end, spans, first)
     if not positions:
         return None
     return AlignedWord(text=ref.text, tokens=positions, start=ref.start, end=ref.end)
