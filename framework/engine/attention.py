@@ -193,6 +193,53 @@ class CapturingAttnProcessor:
         return scaled
 
 
+class CapturingJointAttnProcessor:
+    """Joint-attention processor (MMDiT, ``[image, text]`` tokens) that records the image->text
+    block when its store asks.
+
+    The block is computed explicitly from the layer's own projections: image queries against
+    text keys, softmax over the text keys only (the joint softmax's text block renormalised),
+    summed over heads. The layer's output always comes from the wrapped original processor, so
+    the forward is the pipeline's own, capturing or not; gradients reach the latents through
+    the recorded probabilities.
+    """
+
+    def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
+        self.name = name
+        self.store = store
+        self.original = original
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if encoder_hidden_states is not None and self.store.wants(self.name, hidden_states.shape[1]):
+            self._record(attn, hidden_states, encoder_hidden_states)
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+
+    def _record(self, attn: Any, image: torch.Tensor, text: torch.Tensor) -> None:
+        batch, pixels, _ = image.shape
+        side = math.isqrt(pixels)
+        query, key = attn.to_q(image), attn.add_k_proj(text)
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_added_k is not None:
+            key = attn.norm_added_k(key)
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+        probs = scores.softmax(dim=-1)  # [batch, heads, pixels, text tokens]
+        self.store.record(self.name, probs[self.store.rows].sum(dim=1), heads, (side, pixels // side))
+        # the store may end a truncated forward here (StopForward), after recording
+
+
 def _num_pixels(hidden_states: torch.Tensor) -> int:
     if hidden_states.ndim == 4:
         return hidden_states.shape[2] * hidden_states.shape[3]
@@ -204,9 +251,23 @@ def is_cross_attention(name: str) -> bool:
     return name.endswith("attn2.processor")
 
 
+def is_joint_attention(name: str) -> bool:
+    """SD3 transformer processor names of joint-attention layers: ``transformer_blocks.N.attn.processor``."""
+    return name.startswith("transformer_blocks.") and name.endswith(".attn.processor")
+
+
+def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:
+    if is_cross_attention(name):
+        return CapturingAttnProcessor(name, store, proc)
+    if is_joint_attention(name):
+        return CapturingJointAttnProcessor(name, store, proc)
+    return proc
+
+
 @contextlib.contextmanager
 def capture_attention(unet: Any, store: AttentionStore, classic: bool = False) -> Iterator[AttentionStore]:
-    """Install capturing processors on ``unet``'s cross-attention layers for the body.
+    """Install capturing processors on ``unet``'s cross-attention layers (or an SD3
+    transformer's joint-attention layers) for the body.
 
     ``set_attn_processor`` receives a full dict (capturing wrappers on cross-attention layers,
     the originals elsewhere); the originals are restored on exit, also on error. ``classic``
@@ -219,10 +280,7 @@ def capture_attention(unet: Any, store: AttentionStore, classic: bool = False) -
         from diffusers.models.attention_processor import AttnProcessor
 
         base = {name: AttnProcessor() for name in originals}
-    installed = {
-        name: CapturingAttnProcessor(name, store, proc) if is_cross_attention(name) else proc
-        for name, proc in base.items()
-    }
+    installed = {name: _capturing(name, store, proc) for name, proc in base.items()}
     unet.set_attn_processor(installed)
     try:
         yield store

@@ -3,7 +3,8 @@
 SD 1.x/2.x: the text encoder's states. SDXL: the two encoders' states concatenated (the
 pipeline's ``encode_prompt``), plus ``added_cond_kwargs``: the pooled embedding of the second
 encoder and the size/crop "time ids", exactly as ``StableDiffusionXLPipeline.__call__`` builds
-them (original and target size = the image size, no crop).
+them (original and target size = the image size, no crop). SD3: CLIP (77 positions) then T5
+states, plus ``pooled_projections``, as ``StableDiffusion3Pipeline.__call__`` builds them.
 """
 
 from __future__ import annotations
@@ -25,24 +26,33 @@ class Conditioning:
         embeds: ``[2B, L, D]`` (unconditional rows first) with classifier-free guidance,
             ``[B, L, D]`` without: what the ordinary step's forward takes.
         cond: ``[B, L, D]`` the conditional rows: what each image's guidance forward takes.
-        added: extra UNet inputs for ``embeds``' rows (SDXL's ``added_cond_kwargs``), or empty.
+        added: extra inputs of the denoiser for ``embeds``' rows, by keyword (SDXL:
+            ``added_cond_kwargs``; SD3: ``pooled_projections``), or empty.
         added_cond: the same for ``cond``'s rows.
     """
 
     embeds: torch.Tensor
     cond: torch.Tensor
-    added: dict[str, torch.Tensor] = field(default_factory=dict)
-    added_cond: dict[str, torch.Tensor] = field(default_factory=dict)
+    added: dict[str, Any] = field(default_factory=dict)
+    added_cond: dict[str, Any] = field(default_factory=dict)
 
     def forward_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the UNet for the ordinary (CFG) forward."""
-        return {"added_cond_kwargs": self.added} if self.added else {}
+        """Keyword arguments of the denoiser for the ordinary (CFG) forward."""
+        return dict(self.added)
 
     def image_kwargs(self, index: int) -> dict[str, Any]:
-        """Keyword arguments of the UNet for image ``index``'s guidance forward (batch 1)."""
-        if not self.added_cond:
-            return {}
-        return {"added_cond_kwargs": {k: v[index : index + 1] for k, v in self.added_cond.items()}}
+        """Keyword arguments of the denoiser for image ``index``'s guidance forward (batch 1)."""
+        rows: dict[str, Any] = _rows(self.added_cond, index)
+        return rows
+
+
+def _rows(value: Any, index: int) -> Any:
+    """``value`` with every tensor cut to row ``index`` (nested mappings followed)."""
+    if isinstance(value, torch.Tensor):
+        return value[index : index + 1]
+    if isinstance(value, dict):
+        return {k: _rows(v, index) for k, v in value.items()}
+    return value
 
 
 def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], device: torch.device,
@@ -53,6 +63,8 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
         cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg.do_cfg, negative)
         embeds = torch.cat([uncond, cond]) if cfg.do_cfg and uncond is not None else cond
         return Conditioning(embeds, cond)
+    if family == "sd3":
+        return _encode_sd3(pipe, cfg, prompts, device, negative)
     cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
         prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg.do_cfg,
         negative_prompt=negative,
@@ -61,9 +73,26 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
                   else pipe.text_encoder_2.config.projection_dim)
     time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=cond.dtype, text_encoder_projection_dim=projection)
     time_ids = time_ids.to(device)
-    added_cond = {"text_embeds": pooled.to(device), "time_ids": time_ids.repeat(len(prompts), 1)}
+    added_cond = {"added_cond_kwargs": {"text_embeds": pooled.to(device), "time_ids": time_ids.repeat(len(prompts), 1)}}
     if not cfg.do_cfg:
         return Conditioning(cond, cond, added_cond, added_cond)
-    added = {"text_embeds": torch.cat([uncond_pooled, pooled]).to(device),
-             "time_ids": time_ids.repeat(2 * len(prompts), 1)}
+    added = {"added_cond_kwargs": {"text_embeds": torch.cat([uncond_pooled, pooled]).to(device),
+                                   "time_ids": time_ids.repeat(2 * len(prompts), 1)}}
+    return Conditioning(torch.cat([uncond, cond]), cond, added, added_cond)
+
+
+T5_LENGTH = 256
+"""SD3's T5 window (``max_sequence_length``): text = 77 CLIP positions + 256 T5 positions."""
+
+
+def _encode_sd3(pipe: Any, cfg: SamplingConfig, prompts: list[str], device: torch.device,
+                negative: list[str] | None) -> Conditioning:
+    cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+        prompt=prompts, prompt_2=None, prompt_3=None, negative_prompt=negative, device=device,
+        do_classifier_free_guidance=cfg.do_cfg, num_images_per_prompt=1, max_sequence_length=T5_LENGTH,
+    )
+    added_cond = {"pooled_projections": pooled}
+    if not cfg.do_cfg:
+        return Conditioning(cond, cond, added_cond, added_cond)
+    added = {"pooled_projections": torch.cat([uncond_pooled, pooled])}
     return Conditioning(torch.cat([uncond, cond]), cond, added, added_cond)

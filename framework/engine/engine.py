@@ -23,9 +23,10 @@ from ..plugin.losses import LossPlugin
 from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
-from ..models.families import default_attention_resolution, family_of
+from ..models.families import default_attention_resolution, denoiser, family_of
 from .attention import AttentionStore, capture_attention
-from .conditioning import Conditioning, encode
+from .conditioning import T5_LENGTH, Conditioning, encode
+from .text_maps import TextMaps, combine, token_matrix
 from .guidance import guide_image
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts
@@ -71,6 +72,8 @@ class Engine:
         reference_style: run as the reference implementations do - classic attention in
             every layer of every forward, full guidance forwards, and Attend-and-Excite's
             repeated refinement forward. Same results; for benchmarks.
+        text_maps: SD3 only: how the CLIP and T5 maps of a word are combined into the maps
+            the losses read (``average``, ``clip`` or ``t5``; ``attnguide.engine.text_maps``).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Engine:
         truncate_guidance: bool = True,
         gradient_checkpointing: bool = False,
         reference_style: bool = False,
+        text_maps: TextMaps = "average",
     ) -> None:
         self.pipe = pipe
         self.family = family_of(pipe)
@@ -100,9 +104,15 @@ class Engine:
         self._parser: Any = None
         self.reference_style = reference_style
         self.truncate_guidance = truncate_guidance and not reference_style
+        self.denoiser = denoiser(pipe)
+        self.text_maps: TextMaps = text_maps
+        self._token_matrices: dict[str, torch.Tensor] = {}
+        if reference_style and self.family == "sd3":
+            raise ConfigError("reference_style runs classic attention processors, which SD3's joint attention has not")
         if gradient_checkpointing:
-            pipe.unet.enable_gradient_checkpointing()
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+            self.denoiser.enable_gradient_checkpointing()
+        encoders = (getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3"))
+        for module in (self.denoiser, pipe.vae, *encoders):
             if module is None:
                 continue
             module.requires_grad_(False)
@@ -174,7 +184,7 @@ class Engine:
         run.plugins = [*loss_plugins, *callback_plugins]
         run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
         weights = {p.name: p.weight for p in loss_plugins}
-        with capture_attention(self.pipe.unet, self.store, classic=self.reference_style):
+        with capture_attention(self.denoiser, self.store, classic=self.reference_style):
             latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
         images = self._decode(latents) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
@@ -210,9 +220,9 @@ class Engine:
         timesteps = pipe.scheduler.timesteps
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         latents: torch.Tensor = pipe.prepare_latents(
-            len(prompts), pipe.unet.config.in_channels, height, width, text.embeds.dtype, self.device, generators, None
+            len(prompts), self.denoiser.config.in_channels, height, width, text.embeds.dtype, self.device, generators, None
         )
-        extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta)
+        extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta) if self.family != "sd3" else {}
         if self.family == "sdxl" and hasattr(pipe.scheduler, "set_begin_index"):
             pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
@@ -236,7 +246,6 @@ class Engine:
         self, run: RunState, run_pm: Any, weights: dict[str, float], latents: torch.Tensor,
         text: Conditioning, step: int, t: torch.Tensor, num_steps: int,
     ) -> torch.Tensor:
-        scheduler, unet = self.pipe.scheduler, self.pipe.unet
         updated = []
         for b, record in enumerate(run.records):
             if record.analysis is None:
@@ -248,9 +257,8 @@ class Engine:
 
             def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
                 with self.store.capture(truncate=self.truncate_guidance), self.fabric.autocast():
-                    unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=text.cond[b : b + 1],
-                         **text.image_kwargs(b), return_dict=False)
-                return self.store.maps()[0]
+                    self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
+                return self._losses_view(self.store.maps()[0], run.records[b].prompt)
 
             new, maps = guide_image(
                 run_pm, ctx, latents[b : b + 1], maps_fn, weights, record, repeat_refinement_forward=self.reference_style
@@ -268,20 +276,42 @@ class Engine:
         scheduler = self.pipe.scheduler
         batch = latents.shape[0]
         model_input = torch.cat([latents] * 2) if cfg.do_cfg else latents
-        model_input = scheduler.scale_model_input(model_input, t)
         capture = step in run.capture_steps
         rows = slice(batch, None) if cfg.do_cfg else slice(None)
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
-            noise = self.pipe.unet(
-                model_input, t, encoder_hidden_states=text.embeds, **text.forward_kwargs(), return_dict=False
-            )[0]
+            noise = self._predict(model_input, t, text.embeds, text.forward_kwargs())
         if capture:
-            run.step_maps[step] = self.store.maps().cpu()
+            maps = self.store.maps()
+            if self.family == "sd3":
+                maps = torch.stack([self._losses_view(m, r.prompt) for m, r in zip(maps, run.records)])
+            run.step_maps[step] = maps.cpu()
         if cfg.do_cfg:
-            uncond, text = noise.chunk(2)
-            noise = uncond + cfg.guidance_scale * (text - uncond)
+            uncond, conditional = noise.chunk(2)
+            noise = uncond + cfg.guidance_scale * (conditional - uncond)
         stepped: torch.Tensor = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
         return stepped
+
+    def _predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+                 extra: dict[str, Any]) -> torch.Tensor:
+        """The denoiser's prediction for ``latents: [rows, C, h, w]`` at timestep ``t``, called as
+        the family's pipeline calls it."""
+        if self.family == "sd3":
+            out: torch.Tensor = self.denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
+                                              encoder_hidden_states=embeds, **extra, return_dict=False)[0]
+            return out
+        scaled = self.pipe.scheduler.scale_model_input(latents, t)
+        noise: torch.Tensor = self.denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
+        return noise
+
+    def _losses_view(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
+        """One image's captured maps as the losses read them: ``[tokens, H, W]`` in the
+        positions of the prompt's analysis (SD3: CLIP and T5 maps combined, ``text_maps``)."""
+        if self.family != "sd3":
+            return maps
+        if prompt not in self._token_matrices:
+            pipe = self.pipe
+            self._token_matrices[prompt] = token_matrix(prompt, pipe.tokenizer, pipe.tokenizer_3, T5_LENGTH)
+        return combine(maps, self._token_matrices[prompt], self.text_maps)
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> list[Any]:
@@ -291,6 +321,10 @@ class Engine:
         vae = pipe.vae
         if self.family == "sdxl":
             return self._decode_sdxl(latents)
+        if self.family == "sd3":
+            z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+            decoded: list[Any] = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="pil")
+            return decoded
         image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
         denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]

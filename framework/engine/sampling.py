@@ -29,7 +29,9 @@ class SamplingConfig(pydantic.BaseModel):
         return self.guidance_scale > 1.0
 
     def resolve_size(self, pipe: Any) -> tuple[int, int]:
-        native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        from ..models.families import native_size
+
+        native = native_size(pipe)
         return self.height or native, self.width or native
 
 
