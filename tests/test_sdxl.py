@@ -116,3 +116,15 @@ def test_the_command_in_docs_models_runs_as_written(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # its --out is relative: write under the test's folder
     assert main(argv[1:]) == 0, capsys.readouterr().err
     assert list((tmp_path / "outputs" / "sdxl").glob("*.png"))
+
+
+def test_a_layer_name_that_does_not_exist_is_a_clear_error_naming_model_and_layer(pipe):
+    wrong = "up_blocks.0.attentions.1.transformer_blocks.1.attn2.processr"
+    with pytest.raises(ConfigError, match=r"StableDiffusionXLPipeline has no capturable attention layer "
+                                          r"'up_blocks.0.attentions.1.transformer_blocks.1.attn2.processr' "
+                                          r"\(did you mean 'up_blocks.0.attentions.1.transformer_blocks.1.attn2.processor'\?\)"):
+        Engine(pipe, attention_layers=[wrong])
+    engine = Engine(pipe, attention_layers=["up_blocks.0.attentions.1.transformer_blocks.1.attn2.processor"],
+                    attention_resolution=None, parser="manual", parser_params={"bindings": BINDINGS})
+    result = engine.generate(PROMPT, [0], steps=2, losses=["syngen"], output_type="latent", progress=False)
+    assert tuple(result.run.guidance_maps[0][0].shape) == (77, 16, 16)

@@ -9,11 +9,14 @@ full processor dict and restores the originals afterwards, also when the body ra
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+
+from ..errors import ConfigError
 
 
 class StopForward(Exception):
@@ -254,6 +257,26 @@ def is_cross_attention(name: str) -> bool:
 def is_joint_attention(name: str) -> bool:
     """SD3 transformer processor names of joint-attention layers: ``transformer_blocks.N.attn.processor``."""
     return name.startswith("transformer_blocks.") and name.endswith(".attn.processor")
+
+
+def check_layers(model: Any, layers: Sequence[str] | None, model_name: str) -> None:
+    """A ``ConfigError`` naming every layer of ``layers`` that is no capturable attention
+    layer of ``model`` (cross-attention in a UNet, joint attention in an SD3 transformer), with
+    the closest real name."""
+    if not layers:
+        return
+    capturable = [n for n in model.attn_processors if is_cross_attention(n) or is_joint_attention(n)]
+    problems = []
+    for layer in layers:
+        if layer not in capturable:
+            close = difflib.get_close_matches(layer, capturable, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{layer!r}{hint}")
+    if problems:
+        raise ConfigError(
+            f"{model_name} has no capturable attention layer {', '.join(problems)}; its layers are named like "
+            f"{capturable[0]!r} ({len(capturable)} in all)"
+        )
 
 
 def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:

@@ -18,19 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..models.families import default_attention_resolution, denoiser, family_of
 from ..plugin.dispatch import invoke
 from ..plugin.losses import LossPlugin
 from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
-from ..models.families import default_attention_resolution, denoiser, family_of
-from .attention import AttentionStore, capture_attention
+from .attention import AttentionStore, capture_attention, check_layers
 from .conditioning import T5_LENGTH, Conditioning, encode
-from .text_maps import TextMaps, combine, token_matrix
 from .guidance import guide_image
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts
 from .state import ImageRecord, RunState
+from .text_maps import TextMaps, combine, token_matrix
 
 
 @dataclass
@@ -99,12 +99,13 @@ class Engine:
         if attention_resolution == "auto":
             attention_resolution = default_attention_resolution(pipe)
         self.store = AttentionStore(attention_resolution, attention_layers)
+        self.denoiser = denoiser(pipe)
+        check_layers(self.denoiser, attention_layers, type(pipe).__name__)
         self.parser_name = parser
         self.parser_params = dict(parser_params or {})
         self._parser: Any = None
         self.reference_style = reference_style
         self.truncate_guidance = truncate_guidance and not reference_style
-        self.denoiser = denoiser(pipe)
         self.text_maps: TextMaps = text_maps
         self._token_matrices: dict[str, torch.Tensor] = {}
         if reference_style and self.family == "sd3":
