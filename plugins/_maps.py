@@ -127,18 +127,20 @@ def gaussian_smooth(
     return F.conv2d(x, kernel[None, None]).reshape(*lead, height, width)
 
 
-def attend_excite_preprocess(maps: torch.Tensor, stop: int) -> torch.Tensor:
-    """A&E's token preprocessing: keep tokens ``1 .. stop - 1``, scale by 100, softmax over them.
+def attend_excite_preprocess(maps: torch.Tensor, stop: int, start: int = 1) -> torch.Tensor:
+    """A&E's token preprocessing: keep tokens ``start .. stop - 1``, scale by 100, softmax over them.
 
     Args:
         maps: ``[tokens, H, W]`` layer-averaged attention probabilities.
         stop: exclusive end of the token slice (``tokens - 1`` for the SD 1.x reference's
             ``[1:-1]``, the end-of-text position for its SD 2.x variant).
+        start: the first prompt position: 1 after CLIP's start token (the reference), 0 for a
+            tokenizer without one (T5, on Flux).
 
     Returns:
-        ``[stop - 1, H, W]``; row ``k`` belongs to token position ``k + 1``.
+        ``[stop - start, H, W]``; row ``k`` belongs to token position ``k + start``.
     """
-    return torch.softmax(maps[1:stop] * AE_SOFTMAX_SCALE, dim=0)
+    return torch.softmax(maps[start:stop] * AE_SOFTMAX_SCALE, dim=0)
 
 
 def attend_excite_step_size(step: int, num_steps: int, scale_factor: float) -> float:

@@ -28,7 +28,7 @@ from ._maps import (
     binarize_otsu,
     binarize_relative_max,
 )
-from .attend_excite import TokenSlice, slice_stop, subject_maps, subjects
+from .attend_excite import TokenSlice, slice_start, slice_stop, subject_maps, subjects
 from .syngen import zero_with_graph
 
 # Guards the ratios against an all-zero raw map; processed maps are strictly positive.
@@ -100,7 +100,7 @@ class AStarLoss(LossPlugin[AStarParams]):
         if params.attention == "raw":
             return torch.stack([maps[list(w.tokens)].amax(dim=0) for w in words])
         stop = slice_stop(maps, ctx.analysis, params.token_slice)
-        return subject_maps(maps, words, stop, smooth=True)
+        return subject_maps(maps, words, stop, smooth=True, start=slice_start(ctx.analysis))
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
         params = self.params

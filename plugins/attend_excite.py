@@ -75,22 +75,28 @@ def slice_stop(maps: torch.Tensor, analysis: PromptAnalysis, token_slice: TokenS
     return maps.shape[0] - 1 if token_slice == "sd1" else analysis.tokens.eot_position
 
 
+def slice_start(analysis: PromptAnalysis) -> int:
+    """Start of A&E's token slice: the first prompt position (1 after CLIP's start token, as the
+    reference; 0 for T5 on Flux, which has no start token)."""
+    return analysis.tokens.prompt_positions[0] if analysis.tokens.prompt_positions else 1
+
+
 def subject_maps(
-    maps: torch.Tensor, words: list[AlignedWord], stop: int, smooth: bool
+    maps: torch.Tensor, words: list[AlignedWord], stop: int, smooth: bool, start: int = 1
 ) -> torch.Tensor:
     """A&E-processed map of each word: ``[len(words), H, W]``.
 
-    ``maps: [tokens, H, W]`` are sliced to ``[1:stop]``, scaled by 100 and softmaxed over
+    ``maps: [tokens, H, W]`` are sliced to ``[start:stop]``, scaled by 100 and softmaxed over
     tokens, each word's pieces smoothed (if ``smooth``), then reduced by an elementwise max
     over the pieces, so a multi-piece word counts as attended where any of its pieces is.
     Pieces outside the slice are ignored; a word left with none raises ``ValueError``.
     """
-    processed = attend_excite_preprocess(maps, stop)
+    processed = attend_excite_preprocess(maps, stop, start)
     out = []
     for word in words:
-        rows = [p - 1 for p in word.tokens if 1 <= p < stop]
+        rows = [p - start for p in word.tokens if start <= p < stop]
         if not rows:
-            raise ValueError(f"word {word.text!r} has no token inside the slice [1:{stop}]")
+            raise ValueError(f"word {word.text!r} has no token inside the slice [{start}:{stop}]")
         pieces = processed[rows]
         if smooth:
             pieces = gaussian_smooth(pieces)
@@ -125,7 +131,8 @@ class AttendExciteLoss(LossPlugin[AttendExciteParams]):
         if not words:
             return None
         stop = slice_stop(maps, ctx.analysis, params.token_slice)
-        max_attention = subject_maps(maps, words, stop, params.smooth).flatten(1).amax(dim=1)
+        start = slice_start(ctx.analysis)
+        max_attention = subject_maps(maps, words, stop, params.smooth, start).flatten(1).amax(dim=1)
         losses = (1.0 - max_attention).clamp(min=0.0)
         value = losses.max()
 

@@ -110,5 +110,5 @@ def test_generate_command_on_tiny_sd3_writes_image_metadata_and_losses(tmp_path,
 
 
 def test_reference_style_is_refused_on_sd3_naming_the_reason(pipe):
-    with pytest.raises(ConfigError, match="SD3's joint attention"):
+    with pytest.raises(ConfigError, match="StableDiffusion3Pipeline.s joint attention"):
         Engine(pipe, reference_style=True)

@@ -44,6 +44,7 @@ class AttentionStore:
         self.truncate = False
         self.known_layers: tuple[str, ...] = ()
         self.rows: slice = slice(None)
+        self.text_length = 0  # Flux: text tokens before the image tokens in single-stream blocks
         self.recorded_layers: list[str] = []
         self._sum: torch.Tensor | None = None
         self._heads = 0
@@ -243,6 +244,50 @@ class CapturingJointAttnProcessor:
         # the store may end a truncated forward here (StopForward), after recording
 
 
+class CapturingFluxAttnProcessor:
+    """Flux attention processor (``[text, image]`` tokens, rotary embeddings) that records the
+    image->text block when its store asks.
+
+    Double-stream blocks get image and text streams separately; single-stream blocks get their
+    concatenation, whose first ``store.text_length`` tokens are text. Image queries and text keys
+    are projected, normalised and rotated as the layer does, and their softmax is taken over the
+    text keys; the layer's output always comes from the wrapped original processor.
+    """
+
+    def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
+        self.name = name
+        self.store = store
+        self.original = original
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None, **kwargs: Any) -> Any:
+        text = encoder_hidden_states.shape[1] if encoder_hidden_states is not None else self.store.text_length
+        pixels = hidden_states.shape[1] - (0 if encoder_hidden_states is not None else text)
+        if self.store.wants(self.name, pixels):
+            self._record(attn, hidden_states, encoder_hidden_states, image_rotary_emb, text, pixels)
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb, **kwargs)
+
+    def _record(self, attn: Any, hidden: torch.Tensor, context: torch.Tensor | None, rotary: Any,
+                text: int, pixels: int) -> None:
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        if context is not None:  # double stream
+            query = attn.norm_q(attn.to_q(hidden).unflatten(-1, (-1, attn.head_dim)))
+            key = attn.norm_added_k(attn.add_k_proj(context).unflatten(-1, (-1, attn.head_dim)))
+        else:  # single stream: [text, image] in one sequence
+            query = attn.norm_q(attn.to_q(hidden[:, text:]).unflatten(-1, (-1, attn.head_dim)))
+            key = attn.norm_k(attn.to_k(hidden[:, :text]).unflatten(-1, (-1, attn.head_dim)))
+        if rotary is not None:
+            cos, sin = rotary
+            query = apply_rotary_emb(query, (cos[text:], sin[text:]), sequence_dim=1)
+            key = apply_rotary_emb(key, (cos[:text], sin[:text]), sequence_dim=1)
+        # [batch, seq, heads, dim] -> [batch, heads, image, text]
+        scores = torch.matmul(query.transpose(1, 2).float(), key.transpose(1, 2).float().transpose(-1, -2))
+        probs = (scores * attn.head_dim**-0.5).softmax(dim=-1)
+        side = math.isqrt(pixels)
+        self.store.record(self.name, probs[self.store.rows].sum(dim=1), probs.shape[1], (side, pixels // side))
+
+
 def _num_pixels(hidden_states: torch.Tensor) -> int:
     if hidden_states.ndim == 4:
         return hidden_states.shape[2] * hidden_states.shape[3]
@@ -255,8 +300,9 @@ def is_cross_attention(name: str) -> bool:
 
 
 def is_joint_attention(name: str) -> bool:
-    """SD3 transformer processor names of joint-attention layers: ``transformer_blocks.N.attn.processor``."""
-    return name.startswith("transformer_blocks.") and name.endswith(".attn.processor")
+    """Transformer processor names of joint-attention layers: ``transformer_blocks.N.attn.processor``
+    (SD3, Flux's double-stream blocks) and ``single_transformer_blocks.N.attn.processor`` (Flux)."""
+    return name.startswith(("transformer_blocks.", "single_transformer_blocks.")) and name.endswith(".attn.processor")
 
 
 def check_layers(model: Any, layers: Sequence[str] | None, model_name: str) -> None:
@@ -283,6 +329,8 @@ def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:
     if is_cross_attention(name):
         return CapturingAttnProcessor(name, store, proc)
     if is_joint_attention(name):
+        if type(proc).__name__.startswith("Flux"):
+            return CapturingFluxAttnProcessor(name, store, proc)
         return CapturingJointAttnProcessor(name, store, proc)
     return proc
 

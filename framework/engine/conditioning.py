@@ -29,21 +29,26 @@ class Conditioning:
         added: extra inputs of the denoiser for ``embeds``' rows, by keyword (SDXL:
             ``added_cond_kwargs``; SD3: ``pooled_projections``), or empty.
         added_cond: the same for ``cond``'s rows.
+        shared: inputs that are not per row (Flux's text and image position ids).
+        cfg: whether ``embeds`` holds an unconditional half (False for Flux, which is
+            guidance-distilled, and for guidance scales up to 1).
     """
 
     embeds: torch.Tensor
     cond: torch.Tensor
     added: dict[str, Any] = field(default_factory=dict)
     added_cond: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+    cfg: bool = True
 
     def forward_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the denoiser for the ordinary (CFG) forward."""
-        return dict(self.added)
+        return {**self.added, **self.shared}
 
     def image_kwargs(self, index: int) -> dict[str, Any]:
         """Keyword arguments of the denoiser for image ``index``'s guidance forward (batch 1)."""
         rows: dict[str, Any] = _rows(self.added_cond, index)
-        return rows
+        return {**rows, **self.shared}
 
 
 def _rows(value: Any, index: int) -> Any:
@@ -62,7 +67,12 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
     if family == "sd":
         cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg.do_cfg, negative)
         embeds = torch.cat([uncond, cond]) if cfg.do_cfg and uncond is not None else cond
-        return Conditioning(embeds, cond)
+        return Conditioning(embeds, cond, cfg=cfg.do_cfg)
+    if family == "flux":
+        cond, pooled, text_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device,
+                                                    num_images_per_prompt=1, max_sequence_length=FLUX_T5_LENGTH)
+        return Conditioning(cond, cond, {"pooled_projections": pooled}, {"pooled_projections": pooled},
+                            {"txt_ids": text_ids}, cfg=False)
     if family == "sd3":
         return _encode_sd3(pipe, cfg, prompts, device, negative)
     cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
@@ -75,7 +85,7 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
     time_ids = time_ids.to(device)
     added_cond = {"added_cond_kwargs": {"text_embeds": pooled.to(device), "time_ids": time_ids.repeat(len(prompts), 1)}}
     if not cfg.do_cfg:
-        return Conditioning(cond, cond, added_cond, added_cond)
+        return Conditioning(cond, cond, added_cond, added_cond, cfg=False)
     added = {"added_cond_kwargs": {"text_embeds": torch.cat([uncond_pooled, pooled]).to(device),
                                    "time_ids": time_ids.repeat(2 * len(prompts), 1)}}
     return Conditioning(torch.cat([uncond, cond]), cond, added, added_cond)
@@ -83,6 +93,8 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
 
 T5_LENGTH = 256
 """SD3's T5 window (``max_sequence_length``): text = 77 CLIP positions + 256 T5 positions."""
+FLUX_T5_LENGTH = 512
+"""Flux-dev's T5 window: its 512 T5 positions are the text tokens."""
 
 
 def _encode_sd3(pipe: Any, cfg: SamplingConfig, prompts: list[str], device: torch.device,
@@ -93,6 +105,6 @@ def _encode_sd3(pipe: Any, cfg: SamplingConfig, prompts: list[str], device: torc
     )
     added_cond = {"pooled_projections": pooled}
     if not cfg.do_cfg:
-        return Conditioning(cond, cond, added_cond, added_cond)
+        return Conditioning(cond, cond, added_cond, added_cond, cfg=False)
     added = {"pooled_projections": torch.cat([uncond_pooled, pooled])}
     return Conditioning(torch.cat([uncond, cond]), cond, added, added_cond)

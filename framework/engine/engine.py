@@ -18,7 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..models.families import default_attention_resolution, denoiser, family_of
+from ..models.families import (
+    default_attention_layers,
+    default_attention_resolution,
+    denoiser,
+    family_of,
+    text_tokenizer,
+)
 from ..plugin.dispatch import invoke
 from ..plugin.losses import LossPlugin
 from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_plugin_manager
@@ -98,6 +104,7 @@ class Engine:
         self.pm = plugin_manager or make_plugin_manager()
         if attention_resolution == "auto":
             attention_resolution = default_attention_resolution(pipe)
+            attention_layers = attention_layers or default_attention_layers(pipe)
         self.store = AttentionStore(attention_resolution, attention_layers)
         self.denoiser = denoiser(pipe)
         check_layers(self.denoiser, attention_layers, type(pipe).__name__)
@@ -108,8 +115,12 @@ class Engine:
         self.truncate_guidance = truncate_guidance and not reference_style
         self.text_maps: TextMaps = text_maps
         self._token_matrices: dict[str, torch.Tensor] = {}
-        if reference_style and self.family == "sd3":
-            raise ConfigError("reference_style runs classic attention processors, which SD3's joint attention has not")
+        self._size: tuple[int, int] = (0, 0)
+        self._guidance_scale = 0.0
+        if reference_style and self.family in ("sd3", "flux"):
+            raise ConfigError(
+                f"reference_style runs classic attention processors, which {type(pipe).__name__}'s joint attention has not"
+            )
         if gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
         encoders = (getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2", "text_encoder_3"))
@@ -139,7 +150,7 @@ class Engine:
 
         if self._parser is None:
             self._parser = get_parser(self.parser_name, self.parser_params, self.pm.registry)
-        return analyse_prompt(prompt, self._parser, self.pipe.tokenizer)
+        return analyse_prompt(prompt, self._parser, text_tokenizer(self.pipe))
 
     # -- generation -------------------------------------------------------------------
     def generate(
@@ -217,15 +228,20 @@ class Engine:
         pipe = self.pipe
         height, width = cfg.resolve_size(pipe)
         text = encode(pipe, self.family, cfg, prompts, self.device, (height, width))
-        pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
-        timesteps = pipe.scheduler.timesteps
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        latents: torch.Tensor = pipe.prepare_latents(
-            len(prompts), self.denoiser.config.in_channels, height, width, text.embeds.dtype, self.device, generators, None
-        )
-        extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta) if self.family != "sd3" else {}
+        if self.family == "flux":
+            latents, timesteps, extra = self._prepare_flux(cfg, text, len(prompts), (height, width), generators)
+        else:
+            pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
+            timesteps = pipe.scheduler.timesteps
+            latents = pipe.prepare_latents(
+                len(prompts), self.denoiser.config.in_channels, height, width, text.embeds.dtype, self.device,
+                generators, None,
+            )
+            extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta) if self.family != "sd3" else {}
         if self.family == "sdxl" and hasattr(pipe.scheduler, "set_begin_index"):
             pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
+        self._size = (height, width)
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
@@ -276,9 +292,9 @@ class Engine:
     ) -> torch.Tensor:
         scheduler = self.pipe.scheduler
         batch = latents.shape[0]
-        model_input = torch.cat([latents] * 2) if cfg.do_cfg else latents
+        model_input = torch.cat([latents] * 2) if text.cfg else latents
         capture = step in run.capture_steps
-        rows = slice(batch, None) if cfg.do_cfg else slice(None)
+        rows = slice(batch, None) if text.cfg else slice(None)
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
             noise = self._predict(model_input, t, text.embeds, text.forward_kwargs())
         if capture:
@@ -286,7 +302,7 @@ class Engine:
             if self.family == "sd3":
                 maps = torch.stack([self._losses_view(m, r.prompt) for m, r in zip(maps, run.records)])
             run.step_maps[step] = maps.cpu()
-        if cfg.do_cfg:
+        if text.cfg:
             uncond, conditional = noise.chunk(2)
             noise = uncond + cfg.guidance_scale * (conditional - uncond)
         stepped: torch.Tensor = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
@@ -300,9 +316,40 @@ class Engine:
             out: torch.Tensor = self.denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
                                               encoder_hidden_states=embeds, **extra, return_dict=False)[0]
             return out
+        if self.family == "flux":
+            rows = latents.shape[0]
+            guidance = None
+            if self.denoiser.config.guidance_embeds:
+                guidance = torch.full([1], self._guidance_scale, device=latents.device, dtype=torch.float32).expand(rows)
+            self.store.text_length = embeds.shape[1]
+            flux: torch.Tensor = self.denoiser(
+                hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000, guidance=guidance,
+                encoder_hidden_states=embeds, **extra, return_dict=False,
+            )[0]
+            return flux
         scaled = self.pipe.scheduler.scale_model_input(latents, t)
         noise: torch.Tensor = self.denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
         return noise
+
+    def _prepare_flux(self, cfg: SamplingConfig, text: Conditioning, batch: int, size: tuple[int, int],
+                      generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Packed latents ``[B, tokens, 4C]``, timesteps with Flux's resolution-dependent shift
+        and its sigma schedule, as ``FluxPipeline.__call__`` prepares them."""
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        pipe, scheduler = self.pipe, self.pipe.scheduler
+        latents, image_ids = pipe.prepare_latents(batch, self.denoiser.config.in_channels // 4, *size,
+                                                  text.embeds.dtype, self.device, generators, None)
+        text.shared["img_ids"] = image_ids
+        mu = calculate_shift(latents.shape[1], scheduler.config.get("base_image_seq_len", 256),
+                             scheduler.config.get("max_image_seq_len", 4096),
+                             scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.15))
+        sigmas = None if scheduler.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / cfg.steps, cfg.steps)
+        timesteps, _ = retrieve_timesteps(scheduler, cfg.steps, self.device, sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        self._guidance_scale = cfg.guidance_scale
+        return latents, timesteps, {}
 
     def _losses_view(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
         """One image's captured maps as the losses read them: ``[tokens, H, W]`` in the
@@ -322,7 +369,9 @@ class Engine:
         vae = pipe.vae
         if self.family == "sdxl":
             return self._decode_sdxl(latents)
-        if self.family == "sd3":
+        if self.family == "flux":
+            latents = pipe._unpack_latents(latents, *self._size, pipe.vae_scale_factor)
+        if self.family in ("sd3", "flux"):
             z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
             decoded: list[Any] = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="pil")
             return decoded

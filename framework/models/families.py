@@ -6,6 +6,10 @@
   runs over ``[image, text]`` tokens; text = 77 CLIP positions (CLIP-L and -G concatenated on the
   channel axis) followed by the T5 tokens; default capture: every joint block, the image->text
   block of the attention computed explicitly and renormalised over the text keys.
+* ``flux`` - Flux (``FluxPipeline``): double-stream blocks (joint attention over ``[text,
+  image]`` tokens with separate projections) then single-stream blocks; T5 tokens are the only
+  text tokens (CLIP gives a pooled embedding); guidance-distilled (no CFG branch, one forward per
+  step); latents packed 2x2 into tokens; default capture: the double-stream blocks.
 * ``sdxl`` - Stable Diffusion XL (``StableDiffusionXLPipeline``): two CLIP text encoders whose
   states are concatenated on the channel axis (so token positions are those of the first
   tokenizer), pooled text embeddings and size/crop "time ids" as added conditioning; default
@@ -19,11 +23,12 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 
-Family = Literal["sd", "sdxl", "sd3"]
+Family = Literal["sd", "sdxl", "sd3", "flux"]
 FAMILIES: dict[str, Family] = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
 }
 
 
@@ -43,15 +48,30 @@ def default_attention_resolution(pipe: Any) -> int | None:
     family = family_of(pipe)
     if family == "sdxl":
         return int(pipe.unet.config.sample_size) // 4
-    return None if family == "sd3" else 16
+    return None if family in ("sd3", "flux") else 16
+
+
+def default_attention_layers(pipe: Any) -> list[str] | None:
+    """Layers captured when none are named: Flux's double-stream blocks (its single-stream
+    blocks mix text and image in one projection; which blocks give the most useful maps is
+    open - gsn-factory calls its Flux support preliminary); ``None`` (by resolution) otherwise."""
+    if family_of(pipe) != "flux":
+        return None
+    return sorted(n for n in pipe.transformer.attn_processors if n.startswith("transformer_blocks."))
 
 
 def denoiser(pipe: Any) -> Any:
-    """The network the loop calls: the UNet (SD 1.x/2.x, SDXL) or the transformer (SD3)."""
-    return pipe.transformer if family_of(pipe) == "sd3" else pipe.unet
+    """The network the loop calls: the UNet (SD 1.x/2.x, SDXL) or the transformer (SD3, Flux)."""
+    return pipe.transformer if family_of(pipe) in ("sd3", "flux") else pipe.unet
+
+
+def text_tokenizer(pipe: Any) -> Any:
+    """The tokenizer whose positions the maps and the prompt analysis use: T5's for Flux,
+    the (first) CLIP tokenizer otherwise."""
+    return pipe.tokenizer_2 if family_of(pipe) == "flux" else pipe.tokenizer
 
 
 def native_size(pipe: Any) -> int:
     """The pipeline's default image side in pixels."""
-    sample = pipe.transformer.config.sample_size if family_of(pipe) == "sd3" else pipe.unet.config.sample_size
-    return int(sample) * int(pipe.vae_scale_factor)
+    sample = getattr(pipe, "default_sample_size", None) if family_of(pipe) != "sd" else None
+    return int(sample or pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)

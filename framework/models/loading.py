@@ -11,8 +11,8 @@ from ..errors import ModelLoadError
 from .tokenizer import clip_tokenizer
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "toyworld")
-"""Models that ship with attnguide: ``tiny``, ``tiny-sdxl``, ``tiny-sd3`` (random weights, for tests) and
+EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld")
+"""Models that ship with attnguide: ``tiny``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux`` (random weights, for tests) and
 ``toyworld`` (the trained toy-world model, docs/toyworld.md)."""
 
 
@@ -56,7 +56,7 @@ def load_pipeline(
     """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` for ``model``.
 
     Args:
-        model: ``"tiny"``, ``"tiny-sdxl"`` or ``"tiny-sd3"`` (embedded random-weight models), ``"toyworld"`` (the shipped trained
+        model: ``"tiny"``, ``"tiny-sdxl"``, ``"tiny-sd3"`` or ``"tiny-flux"`` (embedded random-weight models), ``"toyworld"`` (the shipped trained
             toy-world model, 64x64), a local diffusers directory (one without a ``tokenizer/``
             folder, like the shipped toy-world weights, gets the shipped CLIP tokenizer), a hub
             id (``CompVis/stable-diffusion-v1-4``, ``stabilityai/stable-diffusion-xl-base-1.0``),
@@ -81,6 +81,10 @@ def load_pipeline(
         from .tiny_sd3 import tiny_sd3_pipeline
 
         pipe = tiny_sd3_pipeline()
+    elif model == "tiny-flux":
+        from .tiny_flux import tiny_flux_pipeline
+
+        pipe = tiny_flux_pipeline()
     elif model == "toyworld":
         from ..toyworld.model import load_toy_pipeline
 
