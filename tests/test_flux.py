@@ -104,3 +104,17 @@ def test_heatmaps_and_the_generate_command_on_tiny_flux(engine, tmp_path, capsys
     assert rc == 0, capsys.readouterr().err
     meta = json.loads(open(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metadata"]).read())
     assert meta["model"] == "tiny-flux" and meta["losses"][0]["plugin"] == "syngen"
+
+
+def test_a_schnell_like_flux_without_guidance_embedding_matches_its_pipeline_in_few_steps():
+    from attnguide.models.tiny_flux import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline(schnell=True)
+    assert not pipe.transformer.config.guidance_embeds
+    expected = pipe(PROMPT, generator=[torch.Generator().manual_seed(1)], num_inference_steps=2,
+                    output_type="latent").images
+    engine = Engine(pipe, parser="manual", parser_params={"bindings": BINDINGS})
+    result = engine.generate(PROMPT, [1], steps=2, output_type="latent", progress=False)
+    assert (result.latents - expected).abs().max().item() <= 1e-5
+    guided = engine.generate(PROMPT, [1], steps=2, losses=["syngen"], output_type="latent", progress=False)
+    assert (guided.latents - result.latents).abs().max() > 0

@@ -57,7 +57,7 @@ def test_toyworld_binding_recipe_runs_every_method_on_the_toy_model(tmp_path):
     assert loaded.recipe.model.id == "toyworld"
 
 
-NEW_FAMILIES = sorted(name for name in shipped_recipes() if name.endswith(("_sdxl", "_sd3")))
+NEW_FAMILIES = sorted(name for name in shipped_recipes() if name.endswith(("_sdxl", "_sd3", "_flux")))
 
 
 @pytest.mark.parametrize("name", NEW_FAMILIES)
@@ -71,3 +71,15 @@ def test_sdxl_and_sd3_recipes_run_on_their_tiny_model_as_their_header_says(name,
     (meta_path,) = (loaded.run_dir / "default").glob("*.json")
     meta = json.loads(meta_path.read_text())
     assert meta["analysis"]["bindings"] and any(term["step"] == 0 for term in meta["losses"])
+
+
+@pytest.mark.slow  # 12 images on four tiny models: about two minutes on two CPU cores
+def test_ablation_models_runs_every_family_and_method_on_the_tiny_models_as_its_header_says(tmp_path):
+    text = shipped_recipes()["ablation_models"].read_text()
+    header = [line for line in text.splitlines() if line.startswith("#   attnguide run")][0]
+    overrides = header.split()[4:]
+    loaded, summary = run_shipped("ablation_models", tmp_path, *overrides, "prompts=[a cat and a frog]")
+    assert (summary.written, summary.failed) == (12, 0), summary.failures
+    assert {cell.recipe.model.id for cell in loaded.cells} == {"tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux"}
+    assert len(list(loaded.run_dir.glob("family-*/*.png"))) == 12
+    assert len(list((loaded.run_dir / "grids").glob("*.png"))) == 1

@@ -17,7 +17,7 @@ from ..results.files import ensure_writable_dir
 
 def register(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate images with or without guidance")
-    p.add_argument("--model", default="tiny", help="'tiny', 'tiny-sdxl', 'tiny-sd3', 'toyworld', a hub id (SD 1.x/2.x, SDXL, SD3), a local diffusers dir or a .safetensors/.ckpt file")
+    p.add_argument("--model", default="tiny", help="'tiny', 'tiny-sdxl', 'tiny-sd3', 'tiny-flux', 'toyworld', a hub id (SD 1.x/2.x, SDXL, SD3, Flux), a local diffusers dir or a .safetensors/.ckpt file")
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
     p.add_argument("--seed", type=int, action="append", help="seed (repeat: one per image); default 0")
     p.add_argument("--steps", type=int, default=50)

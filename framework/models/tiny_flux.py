@@ -31,12 +31,13 @@ FLUX_SCHEDULER_CONFIG = {
 }
 
 
-def tiny_flux_transformer() -> FluxTransformer2DModel:
-    """Two double- and two single-stream blocks, head dim 16 (rotary axes 4 + 6 + 6)."""
+def tiny_flux_transformer(guidance_embeds: bool = True) -> FluxTransformer2DModel:
+    """Two double- and two single-stream blocks, head dim 16 (rotary axes 4 + 6 + 6);
+    ``guidance_embeds``: Flux-dev's distilled guidance input (False: Flux-schnell)."""
     return FluxTransformer2DModel(
         patch_size=1, in_channels=64, out_channels=None, num_layers=2, num_single_layers=2,
         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32,
-        guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+        guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6),
     )
 
 
@@ -62,11 +63,13 @@ def sharpen_flux_attention(transformer: FluxTransformer2DModel, contrast: float)
         block.attn.to_k.weight.mul_(contrast)
 
 
-def tiny_flux_pipeline(seed: int = 0, attention_contrast: float = DEFAULT_CONTRAST) -> FluxPipeline:
-    """Build the tiny random-weight Flux pipeline (native 256 px); same ``seed``, same weights."""
+def tiny_flux_pipeline(seed: int = 0, attention_contrast: float = DEFAULT_CONTRAST,
+                       schnell: bool = False) -> FluxPipeline:
+    """Build the tiny random-weight Flux pipeline (native 256 px); same ``seed``, same weights.
+    ``schnell``: without the guidance embedding, as Flux-schnell (sampled in a few steps)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = tiny_flux_transformer()
+        transformer = tiny_flux_transformer(guidance_embeds=not schnell)
         vae = tiny_flux_vae()
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
