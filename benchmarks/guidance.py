@@ -29,7 +29,7 @@ from benchmarks.models import build
 
 PROMPT = "a pink sunflower and a yellow flamingo"
 BINDINGS = {"sunflower": ["pink"], "flamingo": ["yellow"]}
-SIZES = {"tiny": 256, "mid": 256, "sd15": 512}
+SIZES = {"tiny": 256, "mid": 256, "sd15": 512, "tiny-sdxl": 512, "tiny-sd3": 256, "tiny-flux": 256}
 
 
 @dataclass
@@ -133,10 +133,10 @@ def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
 
     runtime = RuntimeConfig(precision=precision)
     parser = {"parser": "manual", "parser_params": {"bindings": BINDINGS}}  # no parser model needed
-    return {
-        "optimized": Engine(pipe, runtime=runtime, **parser),
-        "reference": Engine(pipe, runtime=runtime, reference_style=True, **parser),
-    }
+    engines = {"optimized": Engine(pipe, runtime=runtime, **parser)}
+    if engines["optimized"].family in ("sd", "sdxl"):  # SD3/Flux joint attention has no classic processor
+        engines["reference"] = Engine(pipe, runtime=runtime, reference_style=True, **parser)
+    return engines
 
 
 def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str) -> list[dict[str, Any]]:
@@ -224,7 +224,8 @@ def environment() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.guidance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=None, help="comma list of tiny, mid, sd15 (sd15 needs CUDA)")
+    parser.add_argument("--models", default=None,
+                        help="comma list of tiny, mid, sd15 (needs CUDA), tiny-sdxl, tiny-sd3, tiny-flux")
     parser.add_argument("--methods", default="none,syngen,entropy_syngen,attend_excite,astar")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     steps, repeats = args.steps, args.repeats
     if args.quick:
-        models, methods = ["tiny", "mid"], ["none", "syngen", "attend_excite"]
+        models, methods = ["tiny", "mid", "tiny-sdxl", "tiny-sd3", "tiny-flux"], ["none", "syngen", "attend_excite"]
         steps, repeats = steps or 4, 1
     precision = args.precision or ("16-mixed" if cuda else "32-true")
     rows: list[dict[str, Any]] = []

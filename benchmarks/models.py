@@ -3,6 +3,8 @@ so random weights are honest here; images are noise."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
@@ -50,12 +52,21 @@ def sd15_layout_pipeline(width: int, text_layers: int, seed: int = 0, full_vae: 
     return assemble_pipeline(vae, unet, text_encoder)
 
 
-def build(name: str) -> StableDiffusionPipeline:
-    """``tiny`` (256 px), ``mid`` (SD 1.5 layout, 1/5 width, 512 px), ``sd15`` (full size, 512 px)."""
+FAMILY_MODELS = ("tiny-sdxl", "tiny-sd3", "tiny-flux")
+"""The embedded tiny models of the other families: SDXL at 512 px, SD3 and Flux at 256 px."""
+
+
+def build(name: str) -> Any:
+    """``tiny`` (256 px), ``mid`` (SD 1.5 layout, 1/5 width, 512 px), ``sd15`` (full size, 512 px),
+    ``tiny-sdxl`` / ``tiny-sd3`` / ``tiny-flux`` (the embedded tiny models of those families)."""
+    if name in FAMILY_MODELS:
+        from attnguide.models.loading import load_pipeline
+
+        return load_pipeline(name)
     if name == "tiny":
         return tiny_pipeline()
     if name == "mid":
         return sd15_layout_pipeline(width=64, text_layers=2)
     if name == "sd15":
         return sd15_layout_pipeline(width=320, text_layers=12, full_vae=True)
-    raise ValueError(f"unknown benchmark model {name!r}: tiny, mid or sd15")
+    raise ValueError(f"unknown benchmark model {name!r}: tiny, mid, sd15, {', '.join(FAMILY_MODELS)}")
