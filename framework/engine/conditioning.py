@@ -71,8 +71,11 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
     if family == "flux":
         cond, pooled, text_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device,
                                                     num_images_per_prompt=1, max_sequence_length=FLUX_T5_LENGTH)
-        return Conditioning(cond, cond, {"pooled_projections": pooled}, {"pooled_projections": pooled},
-                            {"txt_ids": text_ids}, cfg=False)
+        # the distilled guidance is an input (Flux-dev); Flux-schnell has none
+        guidance = (torch.full([len(prompts)], cfg.guidance_scale, device=device, dtype=torch.float32)
+                    if pipe.transformer.config.guidance_embeds else None)
+        per_row = {"pooled_projections": pooled, "guidance": guidance}
+        return Conditioning(cond, cond, per_row, per_row, {"txt_ids": text_ids}, cfg=False)
     if family == "sd3":
         return _encode_sd3(pipe, cfg, prompts, device, negative)
     cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(

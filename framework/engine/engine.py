@@ -115,8 +115,6 @@ class Engine:
         self.truncate_guidance = truncate_guidance and not reference_style
         self.text_maps: TextMaps = text_maps
         self._token_matrices: dict[str, torch.Tensor] = {}
-        self._size: tuple[int, int] = (0, 0)
-        self._guidance_scale = 0.0
         if reference_style and self.family in ("sd3", "flux"):
             raise ConfigError(
                 f"reference_style runs classic attention processors, which {type(pipe).__name__}'s joint attention has not"
@@ -198,7 +196,7 @@ class Engine:
         weights = {p.name: p.weight for p in loss_plugins}
         with capture_attention(self.denoiser, self.store, classic=self.reference_style):
             latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
-        images = self._decode(latents) if output_type == "pil" else []
+        images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
 
@@ -241,7 +239,6 @@ class Engine:
             extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta) if self.family != "sd3" else {}
         if self.family == "sdxl" and hasattr(pipe.scheduler, "set_begin_index"):
             pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
-        self._size = (height, width)
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
@@ -318,12 +315,9 @@ class Engine:
             return out
         if self.family == "flux":
             rows = latents.shape[0]
-            guidance = None
-            if self.denoiser.config.guidance_embeds:
-                guidance = torch.full([1], self._guidance_scale, device=latents.device, dtype=torch.float32).expand(rows)
             self.store.text_length = embeds.shape[1]
             flux: torch.Tensor = self.denoiser(
-                hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000, guidance=guidance,
+                hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000,
                 encoder_hidden_states=embeds, **extra, return_dict=False,
             )[0]
             return flux
@@ -348,7 +342,6 @@ class Engine:
         sigmas = None if scheduler.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / cfg.steps, cfg.steps)
         timesteps, _ = retrieve_timesteps(scheduler, cfg.steps, self.device, sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
-        self._guidance_scale = cfg.guidance_scale
         return latents, timesteps, {}
 
     def _losses_view(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
@@ -357,12 +350,14 @@ class Engine:
         if self.family != "sd3":
             return maps
         if prompt not in self._token_matrices:
+            if len(self._token_matrices) >= 256:  # a sweep's prompts: keep the cache bounded
+                self._token_matrices.clear()
             pipe = self.pipe
             self._token_matrices[prompt] = token_matrix(prompt, pipe.tokenizer, pipe.tokenizer_3, T5_LENGTH)
         return combine(maps, self._token_matrices[prompt], self.text_maps)
 
     @torch.no_grad()
-    def _decode(self, latents: torch.Tensor) -> list[Any]:
+    def _decode(self, latents: torch.Tensor, size: tuple[int, int]) -> list[Any]:
         """PIL images, as the family's pipeline decodes them (SD: safety checker if any; SDXL:
         the VAE's latent statistics and fp16 upcast when configured, watermark if any)."""
         pipe = self.pipe
@@ -370,7 +365,7 @@ class Engine:
         if self.family == "sdxl":
             return self._decode_sdxl(latents)
         if self.family == "flux":
-            latents = pipe._unpack_latents(latents, *self._size, pipe.vae_scale_factor)
+            latents = pipe._unpack_latents(latents, *size, pipe.vae_scale_factor)
         if self.family in ("sd3", "flux"):
             z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
             decoded: list[Any] = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="pil")
