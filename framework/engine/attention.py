@@ -114,17 +114,21 @@ class AttentionStore:
             self.known_layers = tuple(self.recorded_layers)
 
 
-class CapturingAttnProcessor:
-    """Cross-attention processor that records softmax probabilities when its store asks.
-
-    When not recording it calls the wrapped original processor, so plain forwards keep the
-    pipeline's fast path (SDPA) and give bit-identical results.
-    """
+class _CapturingProcessor:
+    """Wraps the layer ``name``'s original processor and records into ``store``."""
 
     def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
         self.name = name
         self.store = store
         self.original = original
+
+
+class CapturingAttnProcessor(_CapturingProcessor):
+    """Cross-attention processor that records softmax probabilities when its store asks.
+
+    When not recording it calls the wrapped original processor, so plain forwards keep the
+    pipeline's fast path (SDPA) and give bit-identical results.
+    """
 
     def __call__(
         self,
@@ -197,7 +201,7 @@ class CapturingAttnProcessor:
         return scaled
 
 
-class CapturingJointAttnProcessor:
+class CapturingJointAttnProcessor(_CapturingProcessor):
     """Joint-attention processor (MMDiT, ``[image, text]`` tokens) that records the image->text
     block when its store asks.
 
@@ -207,11 +211,6 @@ class CapturingJointAttnProcessor:
     the forward is the pipeline's own, capturing or not; gradients reach the latents through
     the recorded probabilities.
     """
-
-    def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
-        self.name = name
-        self.store = store
-        self.original = original
 
     def __call__(
         self,
@@ -244,7 +243,7 @@ class CapturingJointAttnProcessor:
         # the store may end a truncated forward here (StopForward), after recording
 
 
-class CapturingFluxAttnProcessor:
+class CapturingFluxAttnProcessor(_CapturingProcessor):
     """Flux attention processor (``[text, image]`` tokens, rotary embeddings) that records the
     image->text block when its store asks.
 
@@ -253,11 +252,6 @@ class CapturingFluxAttnProcessor:
     are projected, normalised and rotated as the layer does, and their softmax is taken over the
     text keys; the layer's output always comes from the wrapped original processor.
     """
-
-    def __init__(self, name: str, store: AttentionStore, original: Any) -> None:
-        self.name = name
-        self.store = store
-        self.original = original
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None, **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from .t5_tokenizer import t5_tokenizer
 from .tiny import DEFAULT_CONTRAST
-from .tiny_sd3 import tiny_t5_encoder
+from .tiny_sd3 import tiny_t5_encoder, tiny_vae16
 from .tokenizer import VOCAB_SIZE, clip_tokenizer
 
 T5_LENGTH = 512  # Flux-dev's T5 window
@@ -42,13 +42,8 @@ def tiny_flux_transformer(guidance_embeds: bool = True) -> FluxTransformer2DMode
 
 
 def tiny_flux_vae() -> AutoencoderKL:
-    """Flux's 16-channel VAE layout at narrow width (scaling 0.3611, shift 0.1159)."""
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=256, scaling_factor=0.3611,
-        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )
+    """Flux's VAE scaling (0.3611) and shift (0.1159)."""
+    return tiny_vae16(0.3611, 0.1159)
 
 
 @torch.no_grad()

@@ -36,14 +36,19 @@ def tiny_sd3_transformer() -> SD3Transformer2DModel:
     )
 
 
-def tiny_sd3_vae() -> AutoencoderKL:
-    """SD3's 16-channel VAE layout at narrow width (scaling 1.5305, shift 0.0609)."""
+def tiny_vae16(scaling_factor: float, shift_factor: float) -> AutoencoderKL:
+    """The 16-channel VAE layout of SD3 and Flux (no quant convs) at narrow width."""
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 16, 16, 16),
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=256, scaling_factor=1.5305,
-        shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+        layers_per_block=1, norm_num_groups=8, sample_size=256, scaling_factor=scaling_factor,
+        shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False,
     )
+
+
+def tiny_sd3_vae() -> AutoencoderKL:
+    """SD3's VAE scaling (1.5305) and shift (0.0609)."""
+    return tiny_vae16(1.5305, 0.0609)
 
 
 def _clip(pad_token_id: int) -> CLIPTextModelWithProjection:
