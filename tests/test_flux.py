@@ -118,3 +118,10 @@ def test_a_schnell_like_flux_without_guidance_embedding_matches_its_pipeline_in_
     assert (result.latents - expected).abs().max().item() <= 1e-5
     guided = engine.generate(PROMPT, [1], steps=2, losses=["syngen"], output_type="latent", progress=False)
     assert (guided.latents - result.latents).abs().max() > 0
+
+
+def test_a_negative_prompt_on_flux_is_a_clear_error_not_silently_ignored(engine):
+    from attnguide import ConfigError
+
+    with pytest.raises(ConfigError, match="negative_prompt on a FluxPipeline: Flux is guidance-distilled"):
+        engine.generate(PROMPT, [0], steps=1, negative_prompt="blurry", output_type="latent", progress=False)

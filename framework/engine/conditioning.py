@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..models.families import Family
 from .sampling import SamplingConfig
 
@@ -69,6 +70,11 @@ def encode(pipe: Any, family: Family, cfg: SamplingConfig, prompts: list[str], d
         embeds = torch.cat([uncond, cond]) if cfg.do_cfg and uncond is not None else cond
         return Conditioning(embeds, cond, cfg=cfg.do_cfg)
     if family == "flux":
+        if negative is not None:
+            raise ConfigError(
+                "negative_prompt on a FluxPipeline: Flux is guidance-distilled (no unconditional branch), "
+                "so attnguide has no negative prompt to apply there; drop it"
+            )
         cond, pooled, text_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device,
                                                     num_images_per_prompt=1, max_sequence_length=FLUX_T5_LENGTH)
         # the distilled guidance is an input (Flux-dev); Flux-schnell has none
