@@ -12,11 +12,12 @@ import difflib
 from typing import Any
 
 from ..plugin.params import param_problems
+from ..plugin.specs import BASE_KEYS
 from .schema import LossEntry, ParserSpec, PluginEntry, field_names, model_at
 
 Path_ = list[str | int]
 _OPEN_MODELS = (LossEntry, PluginEntry, ParserSpec)
-_ENTRY_KEYS = {"losses": ("name", "weight", "window", "params"), "callbacks": ("name", "params")}
+_ENTRY_KEYS = {"losses": (*BASE_KEYS["loss"], "params"), "callbacks": (*BASE_KEYS["callback"], "params")}
 _KINDS = {"losses": "loss", "callbacks": "callback"}
 # Their mapping forms are alternatives ({file: ...} or {set: ...}), so a new one replaces the old.
 _ALTERNATIVES = (["prompts"], ["seeds"])
@@ -80,7 +81,7 @@ def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 def valid_keys(raw: dict[str, Any], path: Path_, registry: Any) -> list[str] | None:
     """Keys allowed in the mapping at ``path``, or ``None`` when anything may go there."""
-    if len(path) == 2 and path[0] in _ENTRY_KEYS and isinstance(path[1], int):
+    if _is_plugin_entry(path):
         return _plugin_keys(registry, _KINDS[str(path[0])], get_at(raw, [*path, "name"]), _ENTRY_KEYS[str(path[0])])
     if path == ["parser"]:
         return _plugin_keys(registry, "parser", get_at(raw, ["parser", "name"], "spacy"), ("name", "params"))
@@ -90,6 +91,11 @@ def valid_keys(raw: dict[str, Any], path: Path_, registry: Any) -> list[str] | N
     if model is None or model in _OPEN_MODELS:
         return None
     return field_names(model)
+
+
+def _is_plugin_entry(path: Path_) -> bool:
+    """Whether ``path`` names one entry of ``losses`` or ``callbacks`` (``losses.0``)."""
+    return len(path) == 2 and path[0] in _ENTRY_KEYS and isinstance(path[1], int)
 
 
 def _plugin_class(registry: Any, kind: str, name: Any) -> Any:
@@ -108,7 +114,7 @@ def _plugin_keys(registry: Any, kind: str, name: Any, base: tuple[str, ...]) -> 
 def _unknown_parameter(raw: dict[str, Any], path: Path_, part: Any, registry: Any) -> str | None:
     """The plugin-spec message for an unknown parameter of the plugin entry at ``path`` (the
     same text a recipe file or ``Engine.generate`` gives), or ``None`` if ``path`` is no entry."""
-    if not (len(path) == 2 and path[0] in _ENTRY_KEYS and isinstance(path[1], int)):
+    if not _is_plugin_entry(path):
         return None
     kind, name = _KINDS[str(path[0])], get_at(raw, [*path, "name"])
     cls = _plugin_class(registry, kind, name)
