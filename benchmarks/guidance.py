@@ -2,17 +2,21 @@
 
     python -m benchmarks.guidance --quick --json bench.json
     python -m benchmarks.guidance --models tiny,mid --methods none,syngen,attend_excite --repeats 3
+    python -m benchmarks.guidance --models sdxl,sd3,flux --methods none,syngen --steps 10 --repeats 1  # CUDA
 
 Every configuration (model x method x mode) runs once as warm-up, then the repeats are
 interleaved (repeat 1 of every configuration, then repeat 2 ...) so drift hits all alike.
 Reported figures are medians; ratios compare configurations measured in this same run.
 Random weights: timings do not depend on weight values, so they are honest here; the images
-are noise. CI never asserts on these numbers.
+are noise. CI never asserts on these numbers. ``sd15``, ``sdxl``, ``sd3`` and ``flux`` are the
+full-size architectures and need CUDA; ``sdxl``, ``sd3`` and ``flux`` are built with bf16 weights
+on the GPU and run under ``bf16-mixed`` unless ``--precision`` says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -25,11 +29,16 @@ from typing import Any
 import torch
 
 from attnguide.engine.engine import Engine
-from benchmarks.models import build
+from attnguide.errors import ModelLoadError
+from benchmarks.models import CUDA_ONLY, FULL_SIZE_MODELS, MODELS, build, require_cuda
 
 PROMPT = "a pink sunflower and a yellow flamingo"
 BINDINGS = {"sunflower": ["pink"], "flamingo": ["yellow"]}
-SIZES = {"tiny": 256, "mid": 256, "sd15": 512, "tiny-sdxl": 512, "tiny-sd3": 256, "tiny-flux": 256}
+SIZES = {"tiny": 256, "mid": 256, "sd15": 512, "tiny-sdxl": 512, "tiny-sd3": 256, "tiny-flux": 256,
+         "sdxl": 1024, "sd3": 1024, "flux": 1024}
+DEFAULT_STEPS = {"sd15": 50, "sdxl": 50, "sd3": 28, "flux": 28}  # the published pipelines' defaults; else 10
+QUICK_MODELS = ["tiny", "mid", "tiny-sdxl", "tiny-sd3", "tiny-flux"]
+DTYPES = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -91,7 +100,7 @@ class PeakMemory:
         while not self._stop.wait(0.002):
             self.peak = max(self.peak, _rss())
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if torch.cuda.is_available():
             self.peak = torch.cuda.max_memory_allocated()
         else:
@@ -139,10 +148,19 @@ def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
     return engines
 
 
+def default_precision(model: str, cuda: bool) -> str:
+    """``32-true`` on CPU; on CUDA ``bf16-mixed`` for the full-size SDXL, SD3 and Flux (bf16
+    weights: T5-XXL and Flux overflow in fp16), ``16-mixed`` otherwise."""
+    if not cuda:
+        return "32-true"
+    return "bf16-mixed" if model in FULL_SIZE_MODELS else "16-mixed"
+
+
 def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str) -> list[dict[str, Any]]:
     pipe = build(name)
-    if precision != "32-true" and torch.cuda.is_available():
-        pipe.to(torch.float16 if precision.startswith("16") else torch.bfloat16)
+    dtype = DTYPES.get(precision.split("-")[0])
+    if dtype is not None and torch.cuda.is_available():  # weights in the precision's dtype (full size: built in bf16)
+        pipe.to(dtype)
     engines = _engines(pipe, precision)
     analysis = next(iter(engines.values())).analyse(PROMPT)
     size = SIZES[name]
@@ -156,7 +174,7 @@ def bench_model(name: str, methods: list[str], steps: int, repeats: int, precisi
             samples[(method, mode)].append(_run_with_analysis(engines[mode], method, steps, size, analysis))
             print(f"  {name} {method} {mode} repeat {r + 1}: {samples[(method, mode)][-1].seconds:.2f} s",
                   file=sys.stderr, flush=True)
-    return _rows(name, samples, steps)
+    return _rows(name, samples, steps, precision)
 
 
 def _run_with_analysis(engine: Engine, method: str, steps: int, size: int, analysis: Any) -> Sample:
@@ -167,7 +185,8 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int) -> list[dict[str, Any]]:
+def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int,
+          precision: str) -> list[dict[str, Any]]:
     rows = []
     for (method, mode), runs in samples.items():
         other = samples.get((method, "reference" if mode == "optimized" else "optimized"))
@@ -176,7 +195,7 @@ def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int) 
             default=None,
         )
         rows.append({
-            "model": model, "method": method, "mode": mode, "steps": steps,
+            "model": model, "method": method, "mode": mode, "steps": steps, "precision": precision,
             "s_per_image": _median([s.seconds for s in runs]),
             "s_per_guided_step": _median([d for s in runs for d in s.guided]),
             "s_per_plain_step": _median([d for s in runs for d in s.plain]),
@@ -225,12 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.guidance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=None,
-                        help="comma list of tiny, mid, sd15 (needs CUDA), tiny-sdxl, tiny-sd3, tiny-flux")
+                        help=f"comma list of {', '.join(MODELS)} ({', '.join(CUDA_ONLY)}: full size, CUDA only); "
+                             "default: tiny,mid (CPU), tiny,mid,sd15 (CUDA)")
     parser.add_argument("--methods", default="none,syngen,entropy_syngen,attend_excite,astar")
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps per image; default: 10, sd15/sdxl 50, sd3/flux 28 (4 with --quick)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default=None, help="default: 32-true on CPU, 16-mixed on CUDA")
-    parser.add_argument("--quick", action="store_true", help="a subset that runs in about two minutes on a 2-core CPU")
+    parser.add_argument("--precision", default=None,
+                        help="default: 32-true on CPU; on CUDA bf16-mixed for sdxl, sd3, flux, 16-mixed otherwise")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{','.join(QUICK_MODELS)}, methods none,syngen,attend_excite, 4 steps, 1 repeat: "
+                             "a few minutes on a 2-core CPU")
     parser.add_argument("--json", default=None, help="write rows, ratios and environment to this file")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -238,20 +262,33 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     steps, repeats = args.steps, args.repeats
     if args.quick:
-        models, methods = ["tiny", "mid", "tiny-sdxl", "tiny-sd3", "tiny-flux"], ["none", "syngen", "attend_excite"]
+        models, methods = list(QUICK_MODELS), ["none", "syngen", "attend_excite"]
         steps, repeats = steps or 4, 1
-    precision = args.precision or ("16-mixed" if cuda else "32-true")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODELS)}")
+    for model in models:  # before anything runs, not after the CPU models
+        try:
+            require_cuda(model)
+        except ModelLoadError as exc:
+            parser.error(str(exc))
     rows: list[dict[str, Any]] = []
     text = _write(args.json, rows)
     for model in models:
-        if model == "sd15" and not cuda:
-            print("skipping sd15: needs CUDA", file=sys.stderr)
-            continue
-        model_steps = steps or (50 if model == "sd15" else 10)
+        model_steps = steps or DEFAULT_STEPS.get(model, 10)
+        precision = args.precision or default_precision(model, cuda)
         rows += bench_model(model, methods, model_steps, repeats, precision)
         text = _write(args.json, rows)  # after every model, so a cut-short run keeps its results
+        _release()
     print(text)
     return 0
+
+
+def _release() -> None:
+    """Free the last model before the next is built (its weights would count in the next peak)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _write(path: str | None, rows: list[dict[str, Any]]) -> str:

@@ -145,8 +145,10 @@ def run_plugin(plugin: Any, prompt: str, bindings: Bindings, *, steps: int = 4, 
     The run uses ``analysis_for(prompt, bindings)`` for the prompt's bindings, 256x256 images
     (16x16 maps), and skips decoding. ``engine`` defaults to ``tiny_engine()``.
     """
+    from .models.families import text_tokenizer
+
     engine = engine if engine is not None else tiny_engine()
-    analysis = analysis_for(prompt, bindings, engine.pipe.tokenizer)
+    analysis = analysis_for(prompt, bindings, text_tokenizer(engine.pipe))
     result = engine.generate(prompt, [seed], losses=[plugin], callbacks=list(callbacks), analyses=[analysis],
                              steps=steps, height=256, width=256, output_type="latent", progress=False)
     return list(result.records[0].losses)

@@ -234,6 +234,8 @@ class GuidanceContext:
         analysis: the prompt's bindings and token positions.
         state: this plugin's private state for this image, kept across steps of one run.
         refinement: 0 for the first evaluation of a step, k for the k-th refinement pass.
+        time: the scheduler's time at this step, ``timestep / num_train_timesteps`` (1 = pure
+            noise; the flow time sigma on flow-matching schedulers); ``None`` when unknown.
     """
 
     step: int
@@ -244,6 +246,7 @@ class GuidanceContext:
     state: dict[str, Any]
     refinement: int = 0
     num_timesteps: int = 0
+    time: float | None = None
 
     def __post_init__(self) -> None:
         if not self.num_timesteps:

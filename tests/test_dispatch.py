@@ -181,7 +181,7 @@ class Counting(LossPlugin):
         super().__init__()
         self.active_steps, self.computed = set(active_steps), []
 
-    def active_at(self, step, num_steps):
+    def active_at(self, step, num_steps, time=None):
         return step in self.active_steps
 
     def compute(self, ctx, maps):

@@ -34,7 +34,7 @@ from .attention import AttentionStore, capture_attention, check_layers
 from .conditioning import T5_LENGTH, Conditioning, encode
 from .guidance import guide_image
 from .runtime import RuntimeConfig, make_fabric
-from .sampling import SamplingConfig, expand_prompts
+from .sampling import SamplingConfig, expand_prompts, scheduler_time
 from .state import ImageRecord, RunState
 from .text_maps import TextMaps, combine, token_matrix
 
@@ -172,7 +172,8 @@ class Engine:
                 image ``k`` of every prompt gets ``seed + k``. A seed fixes its image's
                 initial latents whatever else is in the batch.
             losses: loss plugins - registered names, ``{"name": ..., "weight": ...,
-                "window": [start, end], **params}`` dicts, or ``LossPlugin`` instances.
+                "window": [start, end] | "time_window": [low, high], **params}`` dicts, or
+                ``LossPlugin`` instances.
             callbacks: callback names, dicts or instances.
             sampling: steps, guidance scale, size, negative prompt, scheduler ...; keyword
                 overrides (``steps=10``) are applied on top.
@@ -246,7 +247,8 @@ class Engine:
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
             invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
-            if any(loss.active_at(i, cfg.steps) for loss in losses):  # else: no guidance forward
+            time_i = scheduler_time(pipe.scheduler, t.item())
+            if any(loss.active_at(i, cfg.steps, time_i) for loss in losses):  # else: no guidance forward
                 latents = self._guidance_phase(run, run_pm, weights, latents, text, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, text, i, t, extra)
             run.latents = latents
@@ -266,7 +268,8 @@ class Engine:
                 raise ConfigError(f"prompt {record.prompt!r} has no analysis; guidance needs bindings")
             state = run.plugin_state.setdefault(b, {})
             ctx = GuidanceContext(
-                step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps)
+                step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps),
+                time=scheduler_time(self.pipe.scheduler, t.item()),
             )
 
             def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:

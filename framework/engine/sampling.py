@@ -35,6 +35,12 @@ class SamplingConfig(pydantic.BaseModel):
         return self.height or native, self.width or native
 
 
+def scheduler_time(scheduler: Any, timestep: float) -> float:
+    """``timestep / num_train_timesteps``: the scheduler's own time, 1 = pure noise (the flow
+    time sigma for flow-matching schedulers, whose timesteps are ``1000 * sigma``)."""
+    return float(timestep) / float(scheduler.config.num_train_timesteps)
+
+
 def expand_prompts(
     prompts: str | Sequence[str], seeds: int | Sequence[int], images_per_prompt: int
 ) -> tuple[list[str], list[int]]:

@@ -2,9 +2,18 @@
 
 A loss plugin is one class with a ``name``, a pydantic ``Params`` model and a ``compute``
 method; the base class turns it into an implementation of the ``attnguide_loss`` hook that
-returns ``None`` outside the plugin's step window. ``active_at`` is the one place a step
-window is decided: the hook and the engine (which skips the guidance forward when no loss is
-active) both ask it.
+returns ``None`` outside the plugin's window. ``active_at`` is the one place a window is
+decided: the hook and the engine (which skips the guidance forward when no loss is active)
+both ask it.
+
+A window is given in one of two clocks:
+
+* ``window: [start, end]`` - fractions of the denoising steps (the references' "the first 25
+  of 50 steps" is ``[0, 0.5]``);
+* ``time_window: [low, high]`` - the scheduler's own time ``t = timestep /
+  num_train_timesteps`` (1 = pure noise): the flow time sigma for flow-matching schedulers,
+  ``t / 1000`` for SD's. The same noise levels are then guided whatever the step count or
+  the timestep shift (SD3's shift of 3, Flux's resolution-dependent shift, schnell's 4 steps).
 """
 
 from __future__ import annotations
@@ -36,6 +45,12 @@ def window_contains(window: tuple[float, float], step: int, num_steps: int) -> b
     return start * num_steps <= step < end * num_steps
 
 
+def time_window_contains(time_window: tuple[float, float], time: float) -> bool:
+    """Whether the scheduler time ``time`` (1 = pure noise) lies in ``[low, high]`` (closed)."""
+    low, high = time_window
+    return low <= time <= high
+
+
 class LossPlugin(Generic[P]):
     """A guidance loss. Subclass it as ``LossPlugin[MyParams]``, set ``name``, ``Params`` and
     ``default_window``, and implement ``compute``; ``self.params`` is then typed ``MyParams``.
@@ -47,7 +62,9 @@ class LossPlugin(Generic[P]):
             is active: step ``i`` of ``T`` is guided when ``start * T <= i < end * T``.
         params: the validated parameters.
         weight: multiplies the plugin's ``step_size * value`` in the combined update.
-        window: the active window of this instance.
+        window: the active step window of this instance.
+        time_window: ``(low, high)`` in the scheduler's time when given; it then replaces
+            ``window``.
     """
 
     name: ClassVar[str] = ""
@@ -59,23 +76,32 @@ class LossPlugin(Generic[P]):
         params: P | dict[str, Any] | None = None,
         weight: float = 1.0,
         window: tuple[float, float] | list[float] | None = None,
+        time_window: tuple[float, float] | list[float] | None = None,
     ) -> None:
         self.params: P = self.validate_params(params)
         self.weight = float(weight)
+        if window is not None and time_window is not None:
+            raise ConfigError(f"loss plugin {self.name!r}: give window (steps) or time_window (scheduler time), not both")
         self.window = check_window(self.name, window if window is not None else self.default_window)
+        self.time_window = None if time_window is None else check_window(self.name, time_window, "time_window")
 
     @classmethod
     def validate_params(cls, params: LossParams | dict[str, Any] | None) -> P:
         """Return ``params`` as the plugin's ``Params``; a clear ``ConfigError`` otherwise."""
         return validate_plugin_params("loss plugin", cls.name, cls.Params, params)  # type: ignore[return-value]
 
-    def active_at(self, step: int, num_steps: int) -> bool:
-        """Whether this loss is guided at step ``step`` of ``num_steps`` (its window)."""
-        return window_contains(self.window, step, num_steps)
+    def active_at(self, step: int, num_steps: int, time: float | None = None) -> bool:
+        """Whether this loss is guided at step ``step`` of ``num_steps``, whose scheduler time
+        is ``time`` (needed when the loss has a ``time_window``)."""
+        if self.time_window is None:
+            return window_contains(self.window, step, num_steps)
+        if time is None:
+            raise ConfigError(f"loss plugin {self.name!r} has a time_window but step {step} has no scheduler time")
+        return time_window_contains(self.time_window, time)
 
     def in_window(self, ctx: GuidanceContext) -> bool:
         """``active_at`` for the step of ``ctx``."""
-        return self.active_at(ctx.step, ctx.num_steps)
+        return self.active_at(ctx.step, ctx.num_steps, ctx.time)
 
     @hookimpl
     def attnguide_loss(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
@@ -88,26 +114,26 @@ class LossPlugin(Generic[P]):
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Configuration needed to rebuild this plugin (recorded in image metadata)."""
-        return {
-            "name": self.name,
-            "weight": self.weight,
-            "window": list(self.window),
-            "params": self.params.model_dump(mode="json"),
-        }
+        """Configuration needed to rebuild this plugin (recorded in image metadata); a
+        ``time_window`` only when one is set."""
+        out: dict[str, Any] = {"name": self.name, "weight": self.weight, "window": list(self.window)}
+        if self.time_window is not None:
+            out["time_window"] = list(self.time_window)
+        out["params"] = self.params.model_dump(mode="json")
+        return out
 
 
-def check_window(name: str, window: Any) -> tuple[float, float]:
+def check_window(name: str, window: Any, key: str = "window") -> tuple[float, float]:
     """``window`` as ``(start, end)`` with ``0 <= start <= end <= 1``; a ``ConfigError`` naming
-    the plugin otherwise."""
+    the plugin and ``key`` (``window`` or ``time_window``) otherwise."""
     try:
         start, end = (float(v) for v in window)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"loss plugin {name!r}: window must be two fractions [start, end], got {window!r}"
+            f"loss plugin {name!r}: {key} must be two fractions [start, end], got {window!r}"
         ) from None
     if not 0.0 <= start <= end <= 1.0:
         raise ConfigError(
-            f"loss plugin {name!r}: window must satisfy 0 <= start <= end <= 1, got {window!r}"
+            f"loss plugin {name!r}: {key} must satisfy 0 <= start <= end <= 1, got {window!r}"
         )
     return (start, end)

@@ -25,7 +25,7 @@ from .params import param_problems
 
 Kind = Literal["loss", "callback"]
 NO_GUIDANCE = ("none", "", None)
-BASE_KEYS: dict[str, tuple[str, ...]] = {"loss": ("name", "weight", "window"), "callback": ("name",)}
+BASE_KEYS: dict[str, tuple[str, ...]] = {"loss": ("name", "weight", "window", "time_window"), "callback": ("name",)}
 """Spec keys the engine reads itself; every other key of a spec is a plugin parameter."""
 
 RunPlugin = LossPlugin[Any] | Callback[Any]
@@ -45,6 +45,8 @@ class PluginSpec:
         params: the plugin's parameters (validated against its ``Params`` when built).
         weight: a loss's weight in the combined update (1 when unset).
         window: a loss's ``[start, end]`` step window; the plugin's default when ``None``.
+        time_window: a loss's ``[low, high]`` window in the scheduler's time (replaces
+            ``window``).
     """
 
     kind: Kind
@@ -52,6 +54,7 @@ class PluginSpec:
     params: dict[str, Any] = field(default_factory=dict)
     weight: Any = 1.0
     window: Any = None
+    time_window: Any = None
 
 
 def to_spec(kind: Kind, raw: Any, where: str) -> PluginSpec | None:
@@ -80,8 +83,8 @@ def to_spec(kind: Kind, raw: Any, where: str) -> PluginSpec | None:
     if not isinstance(nested, Mapping):
         raise ConfigError(f"{where}.params: must be a mapping of parameters, got {nested!r}")
     if kind == "loss":
-        weight, window = rest.pop("weight", 1.0), rest.pop("window", None)
-        return PluginSpec(kind, str(name), {**nested, **rest}, weight, window)
+        weight, window, time_window = rest.pop("weight", 1.0), rest.pop("window", None), rest.pop("time_window", None)
+        return PluginSpec(kind, str(name), {**nested, **rest}, weight, window, time_window)
     return PluginSpec(kind, str(name), {**nested, **rest})
 
 
@@ -100,11 +103,14 @@ def spec_problems(spec: PluginSpec, registry: Registry) -> list[tuple[str, str]]
             float(spec.weight)
         except (TypeError, ValueError):
             problems.append(("weight", f"{what}: weight must be a number, got {spec.weight!r}"))
-        if spec.window is not None:
-            try:
-                check_window(spec.name, spec.window)
-            except ConfigError as exc:
-                problems.append(("window", str(exc)))
+        for key, value in (("window", spec.window), ("time_window", spec.time_window)):
+            if value is not None:
+                try:
+                    check_window(spec.name, value, key)
+                except ConfigError as exc:
+                    problems.append((key, str(exc)))
+        if spec.window is not None and spec.time_window is not None:
+            problems.append(("time_window", f"{what}: give window (steps) or time_window (scheduler time), not both"))
     return problems
 
 
@@ -117,7 +123,8 @@ def build_plugin(spec: PluginSpec, registry: Registry, where: str = "") -> RunPl
         raise ConfigError("; ".join(f"{prefix}{key}: {message}" for key, message in problems))
     cls = registry.get(spec.kind, spec.name)
     if spec.kind == "loss":
-        plugin: RunPlugin = cls(spec.params, weight=float(spec.weight), window=spec.window)
+        kwargs = {"time_window": spec.time_window} if spec.time_window is not None else {}
+        plugin: RunPlugin = cls(spec.params, weight=float(spec.weight), window=spec.window, **kwargs)
     else:
         plugin = cls(spec.params)
     return plugin

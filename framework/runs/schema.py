@@ -86,15 +86,19 @@ class PluginEntry(pydantic.BaseModel):
 
 
 class LossEntry(PluginEntry):
-    """A loss plugin with its ``weight`` and step ``window`` (fractions of the steps)."""
+    """A loss plugin with its ``weight`` and its ``window`` (fractions of the steps) or
+    ``time_window`` (the scheduler's time, 1 = pure noise)."""
 
     weight: float = 1.0
     window: tuple[float, float] | None = None
+    time_window: tuple[float, float] | None = None
 
     def spec(self) -> dict[str, Any]:
         out = {"name": self.name, "weight": self.weight, **(self.model_extra or {})}
         if self.window is not None:
             out["window"] = list(self.window)
+        if self.time_window is not None:
+            out["time_window"] = list(self.time_window)
         return out
 
 
