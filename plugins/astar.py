@@ -93,6 +93,7 @@ class AStarLoss(LossPlugin[AStarParams]):
     name = "astar"
     Params = AStarParams
     default_window = (0.0, 0.5)
+    family_defaults = {"flux": {"token_slice": "prompt"}}  # as Attend-and-Excite's
 
     def _concept_maps(self, maps: torch.Tensor, ctx: GuidanceContext,
                       words: list[AlignedWord]) -> torch.Tensor:

@@ -124,6 +124,9 @@ class AttendExciteLoss(LossPlugin[AttendExciteParams]):
     Params = AttendExciteParams
     # The reference alters latents while i < max_iter_to_alter = 25 of 50 steps.
     default_window = (0.0, 0.5)
+    # Flux's maps cover 512 T5 positions, most of them padding: softmax over the prompt's own
+    # tokens (start .. end-of-text) instead of SD 1.x's [1:-1] of 77.
+    family_defaults = {"flux": {"token_slice": "prompt"}}
 
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
         params = self.params

@@ -303,20 +303,27 @@ def check_layers(model: Any, layers: Sequence[str] | None, model_name: str) -> N
     """A ``ConfigError`` naming every layer of ``layers`` that is no capturable attention
     layer of ``model`` (cross-attention in a UNet, joint attention in an SD3 transformer), with
     the closest real name."""
+    problem = layer_problem(list(model.attn_processors), layers, model_name)
+    if problem:
+        raise ConfigError(problem)
+
+
+def layer_problem(processors: Sequence[str], layers: Sequence[str] | None, model_name: str) -> str | None:
+    """What is wrong with ``layers`` given a model's attention processor names (``None``: nothing);
+    each unknown name comes with the closest capturable one."""
     if not layers:
-        return
-    capturable = [n for n in model.attn_processors if is_cross_attention(n) or is_joint_attention(n)]
+        return None
+    capturable = [n for n in processors if is_cross_attention(n) or is_joint_attention(n)]
     problems = []
     for layer in layers:
         if layer not in capturable:
             close = difflib.get_close_matches(layer, capturable, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{layer!r}{hint}")
-    if problems:
-        raise ConfigError(
-            f"{model_name} has no capturable attention layer {', '.join(problems)}; its layers are named like "
-            f"{capturable[0]!r} ({len(capturable)} in all)"
-        )
+    if not problems:
+        return None
+    return (f"{model_name} has no capturable attention layer {', '.join(problems)}; its layers are named like "
+            f"{capturable[0]!r} ({len(capturable)} in all)")
 
 
 def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:

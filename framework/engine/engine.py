@@ -183,8 +183,8 @@ class Engine:
         """
         cfg = _sampling(sampling, sampling_overrides)
         prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
-        loss_plugins = build_losses(losses, self.pm.registry)
-        callback_plugins = build_callbacks(callbacks, self.pm.registry)
+        loss_plugins = build_losses(losses, self.pm.registry, family=self.family)
+        callback_plugins = build_callbacks(callbacks, self.pm.registry, family=self.family)
         needs = bool(loss_plugins) or any(c.needs_analysis for c in callback_plugins)
         per_prompt = self._analyses(prompt_list, analyses, needs)
         records = [

@@ -32,6 +32,30 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+CAPABILITIES: dict[str, str] = {
+    "cfg": "a classifier-free-guidance (unconditional) branch",
+    "start_token": "a start-of-text token at position 0 of the text the maps cover",
+    "unet": "a UNet denoiser (down/mid/up blocks)",
+    "cross_attention": "cross-attention layers (text keys only)",
+    "joint_attention": "joint text-image attention (MMDiT)",
+    "clip_text": "CLIP text embeddings the denoiser attends to",
+}
+"""What a plugin may declare in ``requires``, with the words an error uses for it."""
+FAMILY_CAPABILITIES: dict[str, frozenset[str]] = {
+    "sd": frozenset({"cfg", "start_token", "unet", "cross_attention", "clip_text"}),
+    "sdxl": frozenset({"cfg", "start_token", "unet", "cross_attention", "clip_text"}),
+    "sd3": frozenset({"cfg", "start_token", "joint_attention", "clip_text"}),
+    "flux": frozenset({"joint_attention"}),  # distilled guidance; T5 tokens only (CLIP is pooled)
+}
+PIPELINE_CLASS: dict[str, str] = {family: name for name, family in FAMILIES.items()}
+
+
+def missing_capabilities(family: str, requires: frozenset[str] | set[str]) -> list[str]:
+    """The capabilities of ``requires`` that models of ``family`` lack, sorted."""
+    have = FAMILY_CAPABILITIES.get(family, frozenset())
+    return sorted(set(requires) - have)
+
+
 def family_of(pipe: Any) -> Family:
     """The family of ``pipe``; a ``ConfigError`` naming the pipeline class otherwise."""
     for cls in type(pipe).__mro__:

@@ -53,21 +53,24 @@ def load_pipeline(
     config: str | None = None,
     local_files_only: bool | None = None,
 ) -> Any:
-    """A ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` for ``model``.
+    """A ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``
+    or ``FluxPipeline`` for ``model``.
 
     Args:
         model: ``"tiny"``, ``"tiny-sdxl"``, ``"tiny-sd3"`` or ``"tiny-flux"`` (embedded random-weight models), ``"toyworld"`` (the shipped trained
             toy-world model, 64x64), a local diffusers directory (one without a ``tokenizer/``
             folder, like the shipped toy-world weights, gets the shipped CLIP tokenizer), a hub
             id (``CompVis/stable-diffusion-v1-4``, ``stabilityai/stable-diffusion-xl-base-1.0``),
-            or a single-file SD 1.x/2.x ``.safetensors``/``.ckpt``.
+            or a single-file checkpoint (``.safetensors``: SD 1.x/2.x, SDXL, SD3 or Flux, told
+            apart by its tensor names; ``.ckpt``: SD 1.x/2.x). Flux and SD3 single files often
+            hold the transformer only: give ``config`` (the diffusers folder or hub id of the
+            rest).
         scheduler: short scheduler name (``ddim``, ``pndm``, ``euler`` ...) to swap in.
         dtype: ``float32``, ``float16`` or ``bfloat16`` weights.
         config: for single-file checkpoints, the diffusers config (hub id or local dir).
         local_files_only: default: true when ``HF_HUB_OFFLINE`` is set.
     """
     import torch
-    from diffusers import StableDiffusionPipeline
 
     if model == "tiny":
         from .tiny import tiny_pipeline
@@ -107,7 +110,10 @@ def load_pipeline(
             if is_single_file(model):
                 if not Path(model).is_file():
                     raise FileNotFoundError(f"no such checkpoint file {model}")
-                pipe = StableDiffusionPipeline.from_single_file(model, config=config, **kwargs)
+                cls = _single_file_class(model)
+                if cls.__name__ != "StableDiffusionPipeline":
+                    kwargs = {k: v for k, v in kwargs.items() if k != "safety_checker"}
+                pipe = cls.from_single_file(model, config=config, **kwargs)
             else:
                 pipe = _from_pretrained(model, kwargs)
         except ModelLoadError:
@@ -120,6 +126,18 @@ def load_pipeline(
 
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe
+
+
+def _single_file_class(model: str) -> Any:
+    """The pipeline class for a single-file checkpoint: from the tensor names of a
+    ``.safetensors`` header (SD 1.x/2.x, SDXL, SD3, Flux); SD 1.x/2.x for a ``.ckpt``."""
+    import diffusers
+
+    from .families import PIPELINE_CLASS
+    from .identify import single_file_family
+
+    family = single_file_family(model) if Path(model).suffix == ".safetensors" else "sd"
+    return getattr(diffusers, PIPELINE_CLASS[family])
 
 
 def _from_pretrained(model: str, kwargs: dict[str, Any]) -> Any:

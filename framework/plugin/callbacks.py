@@ -29,6 +29,8 @@ class Callback(Generic[C]):
     name: ClassVar[str] = ""
     Params: ClassVar[type[CallbackParams]] = CallbackParams
     needs_analysis: ClassVar[bool] = False  # True: the run parses prompts for this callback
+    requires: ClassVar[frozenset[str]] = frozenset()  # as LossPlugin.requires
+    family_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # as LossPlugin.family_defaults
 
     def __init__(self, params: C | dict[str, Any] | None = None) -> None:
         self.params: C = validate_plugin_params("callback plugin", self.name, self.Params, params)  # type: ignore[assignment]

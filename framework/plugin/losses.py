@@ -60,6 +60,11 @@ class LossPlugin(Generic[P]):
         Params: pydantic model of the plugin's parameters (unknown keys are rejected).
         default_window: ``(start, end)`` fractions of the denoising steps in which the loss
             is active: step ``i`` of ``T`` is guided when ``start * T <= i < end * T``.
+        requires: what the model must have (``attnguide.models.families.CAPABILITIES``:
+            ``cfg``, ``start_token``, ``unet``, ...); a run on a family without it is refused
+            with an error naming the plugin and the family.
+        family_defaults: ``{family: {param: value}}`` - parameter defaults that differ on a
+            model family (``sd``, ``sdxl``, ``sd3``, ``flux``); explicit values win.
         params: the validated parameters.
         weight: multiplies the plugin's ``step_size * value`` in the combined update.
         window: the active step window of this instance.
@@ -70,6 +75,8 @@ class LossPlugin(Generic[P]):
     name: ClassVar[str] = ""
     Params: ClassVar[type[LossParams]] = LossParams
     default_window: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    family_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(
         self,

@@ -88,16 +88,19 @@ def to_spec(kind: Kind, raw: Any, where: str) -> PluginSpec | None:
     return PluginSpec(kind, str(name), {**nested, **rest})
 
 
-def spec_problems(spec: PluginSpec, registry: Registry) -> list[tuple[str, str]]:
+def spec_problems(spec: PluginSpec, registry: Registry, family: str | None = None) -> list[tuple[str, str]]:
     """``(key, message)`` for everything wrong with ``spec``: an unknown plugin (``"name"``),
     unknown parameters or invalid values (the parameter's name), a bad weight or window.
-    Empty when ``build_plugin`` would succeed."""
+    Empty when ``build_plugin`` would succeed. With a model ``family``, the plugin's parameter
+    defaults for it apply and a plugin that family cannot run is a problem (``"name"``)."""
     try:
         cls = registry.get(spec.kind, spec.name)
     except AttnguideError as exc:
         return [("name", str(exc))]
     what = f"{spec.kind} plugin {spec.name!r}"
-    problems = param_problems(what, cls.Params, spec.params)
+    problems = param_problems(what, cls.Params, with_family_defaults(cls, spec.params, family))
+    if family is not None and (unsupported := family_problem(cls, family)):
+        problems.insert(0, ("name", unsupported))
     if spec.kind == "loss":
         try:
             float(spec.weight)
@@ -114,20 +117,41 @@ def spec_problems(spec: PluginSpec, registry: Registry) -> list[tuple[str, str]]
     return problems
 
 
-def build_plugin(spec: PluginSpec, registry: Registry, where: str = "") -> RunPlugin:
-    """The run plugin for ``spec``; a ``ConfigError`` listing every problem, each prefixed
-    with ``where.key``, otherwise."""
-    problems = spec_problems(spec, registry)
+def build_plugin(spec: PluginSpec, registry: Registry, where: str = "", family: str | None = None) -> RunPlugin:
+    """The run plugin for ``spec`` (on a model of ``family`` when given: its parameter defaults
+    apply, and a plugin it cannot run is refused); a ``ConfigError`` listing every problem,
+    each prefixed with ``where.key``, otherwise."""
+    problems = spec_problems(spec, registry, family)
     if problems:
         prefix = f"{where}." if where else ""
         raise ConfigError("; ".join(f"{prefix}{key}: {message}" for key, message in problems))
     cls = registry.get(spec.kind, spec.name)
+    params = with_family_defaults(cls, spec.params, family)
     if spec.kind == "loss":
         kwargs = {"time_window": spec.time_window} if spec.time_window is not None else {}
-        plugin: RunPlugin = cls(spec.params, weight=float(spec.weight), window=spec.window, **kwargs)
+        plugin: RunPlugin = cls(params, weight=float(spec.weight), window=spec.window, **kwargs)
     else:
-        plugin = cls(spec.params)
+        plugin = cls(params)
     return plugin
+
+
+def with_family_defaults(cls: Any, params: dict[str, Any], family: str | None) -> dict[str, Any]:
+    """``params`` over the plugin's ``family_defaults`` for ``family`` (explicit values win)."""
+    defaults = getattr(cls, "family_defaults", {}).get(family, {}) if family else {}
+    return {**defaults, **params}
+
+
+def family_problem(plugin: Any, family: str) -> str | None:
+    """Why ``plugin`` (a class or instance) cannot run on models of ``family``; ``None`` if it can."""
+    from ..models.families import CAPABILITIES, PIPELINE_CLASS, missing_capabilities
+
+    missing = missing_capabilities(family, getattr(plugin, "requires", frozenset()))
+    if not missing:
+        return None
+    kind = "loss" if isinstance(plugin, LossPlugin) or (isinstance(plugin, type) and issubclass(plugin, LossPlugin)) else "callback"
+    needs = "; ".join(CAPABILITIES.get(c, c) for c in missing)
+    return (f"{kind} plugin {plugin.name!r} cannot run on {family} models ({PIPELINE_CLASS[family]}): "
+            f"it needs {needs}")
 
 
 def flat_spec(plugin: RunPlugin) -> dict[str, Any]:
@@ -137,28 +161,34 @@ def flat_spec(plugin: RunPlugin) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != "params"} | dict(state.get("params", {}))
 
 
-def build_losses(specs: Sequence[LossLike], registry: Registry, section: str = "losses") -> list[LossPlugin[Any]]:
+def build_losses(specs: Sequence[LossLike], registry: Registry, section: str = "losses",
+                 family: str | None = None) -> list[LossPlugin[Any]]:
     """Loss instances for ``specs`` (names, mappings or ``LossPlugin`` instances), in order;
-    ``"none"`` entries are dropped. Names must be unique in a run."""
-    return [p for p in _build_all("loss", specs, registry, section) if isinstance(p, LossPlugin)]
+    ``"none"`` entries are dropped. Names must be unique in a run. ``family``: see
+    ``build_plugin``."""
+    return [p for p in _build_all("loss", specs, registry, section, family) if isinstance(p, LossPlugin)]
 
 
-def build_callbacks(specs: Sequence[CallbackLike], registry: Registry, section: str = "callbacks") -> list[Callback[Any]]:
+def build_callbacks(specs: Sequence[CallbackLike], registry: Registry, section: str = "callbacks",
+                    family: str | None = None) -> list[Callback[Any]]:
     """Callback instances for ``specs`` (names, mappings or ``Callback`` instances), in order."""
-    return [p for p in _build_all("callback", specs, registry, section) if isinstance(p, Callback)]
+    return [p for p in _build_all("callback", specs, registry, section, family) if isinstance(p, Callback)]
 
 
-def _build_all(kind: Kind, specs: Sequence[Any], registry: Registry, section: str) -> list[RunPlugin]:
+def _build_all(kind: Kind, specs: Sequence[Any], registry: Registry, section: str,
+               family: str | None) -> list[RunPlugin]:
     own, other, other_section = (LossPlugin, Callback, "callbacks") if kind == "loss" else (Callback, LossPlugin, "losses")
     out: list[RunPlugin] = []
     for index, raw in enumerate(specs):
         where = f"{section}[{index}]"
         if isinstance(raw, own):
+            if family is not None and (unsupported := family_problem(raw, family)):
+                raise ConfigError(f"{where}: {unsupported}")
             out.append(raw)
         elif isinstance(raw, other):
             raise ConfigError(f"{where}: {raw.name!r} is not a {kind} plugin; pass it in {other_section}")
         elif (spec := to_spec(kind, raw, where)) is not None:
-            out.append(build_plugin(spec, registry, where))
+            out.append(build_plugin(spec, registry, where, family))
     _unique([p.name for p in out], kind)
     return out
 

@@ -17,11 +17,18 @@ from .schema import PluginEntry, Recipe
 
 
 def resolve_plugins(recipe: Recipe, registry: Registry, source: str, context: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Full specs of the recipe's losses and callbacks; a ``RecipeError`` listing every problem."""
+    """Full specs of the recipe's losses and callbacks; a ``RecipeError`` listing every problem.
+
+    Where the model's family can be told without weights (``attnguide.models.identify``), the
+    plugins' defaults for that family apply, a plugin the family cannot run is a problem, and
+    so is an ``attention.layers`` name the model does not have."""
+    from ..models.identify import model_family
 
     problems: list[tuple[str, str]] = []
-    losses = _resolve_all("loss", "losses", recipe.losses, registry, problems)
-    callbacks = _resolve_all("callback", "callbacks", recipe.callbacks, registry, problems)
+    family = model_family(recipe.model.id)
+    losses = _resolve_all("loss", "losses", recipe.losses, registry, problems, family)
+    callbacks = _resolve_all("callback", "callbacks", recipe.callbacks, registry, problems, family)
+    _check_layers(recipe, problems)
     if losses or callbacks:
         _check_parser(recipe, registry, problems)
     if problems:
@@ -30,7 +37,7 @@ def resolve_plugins(recipe: Recipe, registry: Registry, source: str, context: st
 
 
 def _resolve_all(kind: Kind, section: str, entries: Sequence[PluginEntry], registry: Registry,
-                 problems: list[tuple[str, str]]) -> list[dict[str, Any]]:
+                 problems: list[tuple[str, str]], family: str | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -42,21 +49,34 @@ def _resolve_all(kind: Kind, section: str, entries: Sequence[PluginEntry], regis
                                   "list each plugin once and combine its settings"))
             continue
         seen[entry.name] = index
-        resolved = _resolve_one(kind, key, entry, registry, problems)
+        resolved = _resolve_one(kind, key, entry, registry, problems, family)
         if resolved is not None:
             out.append(resolved)
     return out
 
 
 def _resolve_one(kind: Kind, key: str, entry: PluginEntry, registry: Registry,
-                 problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+                 problems: list[tuple[str, str]], family: str | None) -> dict[str, Any] | None:
     spec = to_spec(kind, entry.spec(), key)
     assert spec is not None  # "none" entries are dropped before
-    found = spec_problems(spec, registry)
+    found = spec_problems(spec, registry, family)
     if found:
         problems.extend((f"{key}.{sub}", message) for sub, message in found)
         return None
-    return flat_spec(build_plugin(spec, registry))
+    return flat_spec(build_plugin(spec, registry, family=family))
+
+
+def _check_layers(recipe: Recipe, problems: list[tuple[str, str]]) -> None:
+    """``attention.layers`` against the model's layer names, when its config is at hand."""
+    if not recipe.attention.layers:
+        return
+    from ..engine.attention import layer_problem
+    from ..models.identify import denoiser_layers
+
+    processors = denoiser_layers(recipe.model.id)
+    if processors is not None and (problem := layer_problem(processors, recipe.attention.layers,
+                                                             f"model {recipe.model.id!r}")):
+        problems.append(("attention.layers", problem))
 
 
 def _check_parser(recipe: Recipe, registry: Registry, problems: list[tuple[str, str]]) -> None:
