@@ -6,6 +6,7 @@ these; none of them reaches into another station's internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +237,11 @@ class GuidanceContext:
         refinement: 0 for the first evaluation of a step, k for the k-th refinement pass.
         time: the scheduler's time at this step, ``timestep / num_train_timesteps`` (1 = pure
             noise; the flow time sigma on flow-matching schedulers); ``None`` when unknown.
+        previous_maps: this image's maps ``[tokens, H, W]`` (detached) from the last
+            evaluation of the previous guided step - the maps "at t + 1" that CONFORM adds as
+            positives; ``None`` at the first guided step.
+        extra_maps: the maps the plugin asked for (``map_requests``), by ``MapRequest``, from
+            the same forward as ``maps`` (``attnguide.engine.requests``).
     """
 
     step: int
@@ -247,6 +253,8 @@ class GuidanceContext:
     refinement: int = 0
     num_timesteps: int = 0
     time: float | None = None
+    previous_maps: torch.Tensor | None = None
+    extra_maps: dict[Any, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.num_timesteps:
@@ -256,3 +264,50 @@ class GuidanceContext:
     def fraction(self) -> float:
         """``step / num_steps`` - where a step window is evaluated."""
         return self.step / max(self.num_steps, 1)
+
+
+@dataclass
+class NoiseContext:
+    """Per image view handed to ``attnguide_initial_latents`` before the first step.
+
+    Attributes:
+        image_index: index of the image in the run.
+        seed: the image's seed.
+        analysis: the prompt's bindings and token positions.
+        timestep: the first timestep (the one ``forward`` runs at).
+        state: this plugin's private state for this image (kept for the whole run).
+        forward: ``z [1, C, h, w] -> (maps [tokens, H, W], extra maps by MapRequest)``: the
+            conditional forward at the first timestep, differentiable w.r.t. ``z``.
+        fresh_noise: ``k -> [1, C, h, w]``: restart ``k``'s initial noise, seeded by the
+            image's seed and ``k`` (scaled as the scheduler's initial noise).
+    """
+
+    image_index: int
+    seed: int
+    analysis: PromptAnalysis
+    timestep: int | float
+    state: dict[str, Any]
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, dict[Any, torch.Tensor]]]
+    fresh_noise: Callable[[int], torch.Tensor]
+
+
+@dataclass
+class EmbeddingContext:
+    """Per image, per step view handed to ``attnguide_edit_embeddings``.
+
+    Attributes:
+        image_index: index of the image in the run.
+        step: denoising step index; ``num_steps`` the requested number of steps.
+        timestep: the scheduler's timestep at this step.
+        analysis: the prompt's bindings and token positions.
+        state: this plugin's private state for this image (kept across steps).
+        encode: ``text -> [L, D]``: this pipeline's conditional embedding of ``text``.
+    """
+
+    image_index: int
+    step: int
+    num_steps: int
+    timestep: int | float
+    analysis: PromptAnalysis
+    state: dict[str, Any]
+    encode: Callable[[str], torch.Tensor]

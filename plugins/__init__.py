@@ -6,13 +6,15 @@ from attnguide import hookimpl
 
 from .astar import AStarLoss
 from .attend_excite import AttendExciteLoss
+from .conform import ConformLoss
 from .entropy_syngen import EntropySynGenLoss
+from .predicated import PredicatedLoss
 from .syngen import SynGenLoss
 
 
 @hookimpl
 def attnguide_register_losses() -> list[type]:
-    return [SynGenLoss, EntropySynGenLoss, AttendExciteLoss, AStarLoss]
+    return [SynGenLoss, EntropySynGenLoss, AttendExciteLoss, AStarLoss, PredicatedLoss, ConformLoss]
 
 
 @hookimpl

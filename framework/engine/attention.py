@@ -37,9 +37,12 @@ class AttentionStore:
     references aggregate), for the rows selected by ``rows``.
     """
 
-    def __init__(self, resolution: int | None = 16, layers: Sequence[str] | None = None) -> None:
+    def __init__(self, resolution: int | None = 16, layers: Sequence[str] | None = None,
+                 kind: str = "cross") -> None:
         self.resolution = resolution
         self.layers = frozenset(layers) if layers else None
+        self.kind = kind
+        self.extras: dict[Any, AttentionStore] = {}  # a run's map requests (attnguide.engine.requests)
         self.capturing = False
         self.truncate = False
         self.known_layers: tuple[str, ...] = ()
@@ -54,9 +57,16 @@ class AttentionStore:
         """Whether a layer named ``name`` with ``num_pixels`` queries is recorded now."""
         if not self.capturing:
             return False
+        if name.endswith("attn1.processor") != (self.kind == "self"):
+            return False
         if self.layers is not None and name not in self.layers:
             return False
         return self.resolution is None or num_pixels == self.resolution * self.resolution
+
+    def stores_for(self, name: str, num_pixels: int) -> list[AttentionStore]:
+        """The stores that record layer ``name`` now: the extras that want it, then this one."""
+        wanting = [store for store in self.extras.values() if store.wants(name, num_pixels)]
+        return wanting + [self] if self.wants(name, num_pixels) else wanting
 
     def reset(self) -> None:
         self.recorded_layers = []
@@ -88,11 +98,15 @@ class AttentionStore:
         avg = (self._sum / self._heads).float()
         batch, _, tokens = avg.shape
         h, w = self._grid
+        if self.kind == "self":  # [batch, queries, keys] -> [batch, queries, H, W] over the keys
+            return avg.reshape(batch, -1, h, w)
         return avg.reshape(batch, h, w, tokens).permute(0, 3, 1, 2)
 
     @contextlib.contextmanager
-    def capture(self, rows: slice = slice(None), truncate: bool = False) -> Iterator[AttentionStore]:
-        """Record during the body; ``rows`` picks batch rows (e.g. the conditional half).
+    def capture(self, rows: slice = slice(None), truncate: bool = False,
+                extras: bool = False) -> Iterator[AttentionStore]:
+        """Record during the body; ``rows`` picks batch rows (e.g. the conditional half);
+        ``extras``: the run's requested stores record too (then the forward is not truncated).
 
         With ``truncate``, once the layer order is known (after one full capturing forward),
         the forward is cut right after the last captured layer: ``StopForward`` is raised
@@ -100,8 +114,11 @@ class AttentionStore:
         (high-resolution, most expensive) blocks. Use it only when the UNet output is not
         needed.
         """
-        self.reset()
-        self.capturing, self.rows, self.truncate = True, rows, truncate
+        others = list(self.extras.values()) if extras else []
+        for store in (self, *others):
+            store.reset()
+            store.capturing, store.rows = True, rows
+        self.truncate = truncate and not others
         completed = False
         try:
             yield self
@@ -109,7 +126,9 @@ class AttentionStore:
         except StopForward:
             pass
         finally:
-            self.capturing, self.rows, self.truncate = False, slice(None), False
+            for store in (self, *others):
+                store.capturing, store.rows = False, slice(None)
+            self.truncate = False
         if completed and self.recorded_layers:
             self.known_layers = tuple(self.recorded_layers)
 
@@ -141,20 +160,22 @@ class CapturingAttnProcessor(_CapturingProcessor):
         **kwargs: Any,
     ) -> torch.Tensor:
         pixels = _num_pixels(hidden_states)
-        if encoder_hidden_states is None or not self.store.wants(self.name, pixels):
+        stores = self.store.stores_for(self.name, pixels)
+        if not stores:
             passed: torch.Tensor = self.original(
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
             )
             return passed
-        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, stores)
 
     def _explicit(
         self,
         attn: Any,
         hidden_states: torch.Tensor,
-        context: torch.Tensor,
+        context: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         temb: torch.Tensor | None,
+        stores: list[AttentionStore],
     ) -> torch.Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -170,7 +191,9 @@ class CapturingAttnProcessor(_CapturingProcessor):
         batch, pixels, _ = hidden_states.shape
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
+        if context is None:  # self-attention (attn1): keys and values from the image itself
+            context = hidden_states
+        elif attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         heads = attn.heads
@@ -188,8 +211,11 @@ class CapturingAttnProcessor(_CapturingProcessor):
             mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
             scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).to(scores.dtype)
         probs = scores.softmax(dim=-1)
-        # probs: [batch, heads, pixels, tokens]; the losses read the head sum of the chosen rows
-        self.store.record(self.name, probs[self.store.rows].sum(dim=1), heads, grid)
+        # probs: [batch, heads, pixels, keys]; the losses read the head sum of the chosen rows.
+        # The run's default store comes last: it may end a truncated forward (StopForward).
+        head_sum = probs[self.store.rows].sum(dim=1)
+        for store in stores:
+            store.record(self.name, head_sum, heads, grid)
         out = torch.matmul(probs.to(value.dtype), value)
         out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
@@ -326,8 +352,8 @@ def layer_problem(processors: Sequence[str], layers: Sequence[str] | None, model
             f"{capturable[0]!r} ({len(capturable)} in all)")
 
 
-def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:
-    if is_cross_attention(name):
+def _capturing(name: str, store: AttentionStore, proc: Any, self_attention: bool = False) -> Any:
+    if is_cross_attention(name) or (self_attention and name.endswith("attn1.processor")):
         return CapturingAttnProcessor(name, store, proc)
     if is_joint_attention(name):
         if type(proc).__name__.startswith("Flux"):
@@ -337,14 +363,16 @@ def _capturing(name: str, store: AttentionStore, proc: Any) -> Any:
 
 
 @contextlib.contextmanager
-def capture_attention(unet: Any, store: AttentionStore, classic: bool = False) -> Iterator[AttentionStore]:
+def capture_attention(unet: Any, store: AttentionStore, classic: bool = False,
+                      self_attention: bool = False) -> Iterator[AttentionStore]:
     """Install capturing processors on ``unet``'s cross-attention layers (or an SD3
     transformer's joint-attention layers) for the body.
 
     ``set_attn_processor`` receives a full dict (capturing wrappers on cross-attention layers,
     the originals elsewhere); the originals are restored on exit, also on error. ``classic``
     replaces every processor by diffusers' explicit-softmax ``AttnProcessor`` first, as the
-    reference implementations run (for benchmarks of the reference style).
+    reference implementations run (for benchmarks of the reference style). ``self_attention``
+    wraps the UNet's ``attn1`` layers too (only when a plugin asked for self-attention maps).
     """
     originals = dict(unet.attn_processors)
     base = originals
@@ -352,7 +380,7 @@ def capture_attention(unet: Any, store: AttentionStore, classic: bool = False) -
         from diffusers.models.attention_processor import AttnProcessor
 
         base = {name: AttnProcessor() for name in originals}
-    installed = {name: _capturing(name, store, proc) for name, proc in base.items()}
+    installed = {name: _capturing(name, store, proc, self_attention) for name, proc in base.items()}
     unet.set_attn_processor(installed)
     try:
         yield store

@@ -33,6 +33,8 @@ from ..types import GuidanceContext, PromptAnalysis
 from .attention import AttentionStore, capture_attention, check_layers
 from .conditioning import T5_LENGTH, Conditioning, encode
 from .guidance import guide_image
+from .interventions import edited_conditioning, implements, initial_latents
+from .requests import MapRequest, check_requests, requests_of, selected_layers, unet_grids
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts, scheduler_time
 from .state import ImageRecord, RunState
@@ -185,7 +187,7 @@ class Engine:
         prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
         loss_plugins = build_losses(losses, self.pm.registry, family=self.family)
         callback_plugins = build_callbacks(callbacks, self.pm.registry, family=self.family)
-        needs = bool(loss_plugins) or any(c.needs_analysis for c in callback_plugins)
+        needs = bool(loss_plugins) or any(c.needs_analysis or _intervenes(c) for c in callback_plugins)
         per_prompt = self._analyses(prompt_list, analyses, needs)
         records = [
             ImageRecord(index=i, prompt=p, seed=s, analysis=per_prompt.get(p))
@@ -195,11 +197,28 @@ class Engine:
         run.plugins = [*loss_plugins, *callback_plugins]
         run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
         weights = {p.name: p.weight for p in loss_plugins}
-        with capture_attention(self.denoiser, self.store, classic=self.reference_style):
-            latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
+        requests = self._install_requests(run.plugins, cfg.resolve_size(self.pipe))
+        try:
+            with capture_attention(self.denoiser, self.store, classic=self.reference_style,
+                                   self_attention=any(r.kind == "self" for _, r in requests)):
+                latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
+        finally:
+            self.store.extras = {}
         images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
+
+    def _install_requests(self, plugins: list[Any], size: tuple[int, int]) -> list[tuple[str, MapRequest]]:
+        """One extra store per distinct map request of the run's plugins (checked against the
+        model first); none when nobody asks."""
+        requests = requests_of(plugins)
+        if not requests:
+            return []
+        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
+        check_requests(requests, self.family, self.denoiser, latent)
+        grids = unet_grids(self.denoiser, latent)
+        self.store.extras = {r: AttentionStore(None, selected_layers(r, grids), kind=r.kind) for _, r in requests}
+        return requests
 
     def _analyses(
         self, prompts: list[str], given: Sequence[PromptAnalysis] | None, needed: bool
@@ -240,17 +259,23 @@ class Engine:
             extra = pipe.prepare_extra_step_kwargs(generators, cfg.eta) if self.family != "sd3" else {}
         if self.family == "sdxl" and hasattr(pipe.scheduler, "set_begin_index"):
             pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
+        if implements(run_pm, "attnguide_initial_latents"):
+            latents = initial_latents(run, run_pm, latents, timesteps[0],
+                                      lambda z, b: self._forward_maps(z, timesteps[0], text, b, run),
+                                      float(getattr(pipe.scheduler, "init_noise_sigma", 1.0)))
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
+        encoder = self._encode_one(cfg, (height, width)) if implements(run_pm, "attnguide_edit_embeddings") else None
         started = time.perf_counter()
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
             invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
             time_i = scheduler_time(pipe.scheduler, t.item())
+            step_text = text if encoder is None else edited_conditioning(run, run_pm, text, i, t, cfg.steps, encoder)
             if any(loss.active_at(i, cfg.steps, time_i) for loss in losses):  # else: no guidance forward
-                latents = self._guidance_phase(run, run_pm, weights, latents, text, i, t, cfg.steps)
-            latents = self._cfg_step(cfg, run, latents, text, i, t, extra)
+                latents = self._guidance_phase(run, run_pm, weights, latents, step_text, i, t, cfg.steps)
+            latents = self._cfg_step(cfg, run, latents, step_text, i, t, extra)
             run.latents = latents
             invoke(run_pm.hook.on_step_end, where=f"at step {i}", run=run, step=i, timestep=t.item(), latents=latents)
             bar.update(1)
@@ -269,13 +294,12 @@ class Engine:
             state = run.plugin_state.setdefault(b, {})
             ctx = GuidanceContext(
                 step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps),
-                time=scheduler_time(self.pipe.scheduler, t.item()),
+                time=scheduler_time(self.pipe.scheduler, t.item()), previous_maps=self._previous_maps(run, b, step),
             )
 
-            def maps_fn(z: torch.Tensor, b: int = b) -> torch.Tensor:
-                with self.store.capture(truncate=self.truncate_guidance), self.fabric.autocast():
-                    self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
-                return self._losses_view(self.store.maps()[0], run.records[b].prompt)
+            def maps_fn(z: torch.Tensor, b: int = b, ctx: GuidanceContext = ctx) -> torch.Tensor:
+                maps, ctx.extra_maps = self._forward_maps(z, t, text, b, run)
+                return maps
 
             new, maps = guide_image(
                 run_pm, ctx, latents[b : b + 1], maps_fn, weights, record, repeat_refinement_forward=self.reference_style
@@ -284,6 +308,33 @@ class Engine:
                 run.guidance_maps.setdefault(step, {})[b] = maps.cpu()
             updated.append(new)
         return torch.cat(updated)
+
+    def _forward_maps(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, b: int,
+                      run: RunState) -> tuple[torch.Tensor, dict[Any, torch.Tensor]]:
+        """Image ``b``'s conditional forward on ``z: [1, ...]`` at ``t``: ``(maps [tokens, H, W],
+        {MapRequest: maps} for the run's requests)``, differentiable w.r.t. ``z``."""
+        with self.store.capture(truncate=self.truncate_guidance, extras=True), self.fabric.autocast():
+            self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
+        extra = {request: store.maps()[0] for request, store in self.store.extras.items()}
+        return self._losses_view(self.store.maps()[0], run.records[b].prompt), extra
+
+    def _previous_maps(self, run: RunState, b: int, step: int) -> torch.Tensor | None:
+        """Image ``b``'s maps of the last guided step before ``step`` (on the device), or None."""
+        earlier = [s for s in run.guidance_maps if s < step and b in run.guidance_maps[s]]
+        return run.guidance_maps[max(earlier)][b].to(self.device) if earlier else None
+
+    def _encode_one(self, cfg: SamplingConfig, size: tuple[int, int]) -> Any:
+        """``text -> [L, D]``: this pipeline's conditional embedding of one text, cached."""
+        plain = cfg.model_copy(update={"negative_prompt": None, "guidance_scale": 1.0})
+        cache: dict[str, torch.Tensor] = {}
+
+        def encode_text(text: str) -> torch.Tensor:
+            if text not in cache:
+                with torch.no_grad():
+                    cache[text] = encode(self.pipe, self.family, plain, [text], self.device, size).cond[0]
+            return cache[text]
+
+        return encode_text
 
     @torch.no_grad()
     def _cfg_step(
@@ -410,3 +461,8 @@ def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> Samplin
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid sampling settings: {problems}") from None
+
+
+def _intervenes(plugin: Any) -> bool:
+    """Whether ``plugin`` implements a hook that hands it the prompt's analysis."""
+    return any(callable(getattr(plugin, hook, None)) for hook in ("attnguide_initial_latents", "attnguide_edit_embeddings"))

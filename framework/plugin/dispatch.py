@@ -61,19 +61,46 @@ def invoke(
     for impl in run_order(hook):
         name = impl.plugin_name
         call_kwargs = arguments_for(name, kwargs) if arguments_for is not None else kwargs
-        try:
-            result = impl.function(*[call_kwargs[arg] for arg in impl.argnames])
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {name!r} failed in hook {hook.name}{suffix}: {type(exc).__name__}: {exc}"
-            ) from exc
+        result = _call(hook, impl, call_kwargs, suffix)
         if result is not None:
             results.append((name, result))
             if firstresult:
                 break
     return results
+
+
+def invoke_chain(hook: pluggy.HookCaller, argument: str, value: Any, *, arguments_for: ArgumentsFor | None = None,
+                 where: str = "", check: Callable[[str, Any], Any] | None = None, **kwargs: Any) -> Any:
+    """Call every implementation of ``hook`` in run order, each with ``argument=value``; a
+    non-None result (passed through ``check(plugin name, result)`` when given) is the value the
+    next one gets. Returns the last value (``value`` itself when every plugin returned None)."""
+    suffix = f" {where}" if where else ""
+    for impl in run_order(hook):
+        name = impl.plugin_name
+        call_kwargs: Mapping[str, Any] = {**kwargs, argument: value}
+        if arguments_for is not None:
+            call_kwargs = arguments_for(name, dict(call_kwargs))
+        result = _call(hook, impl, call_kwargs, suffix)
+        if result is not None:
+            value = check(name, result) if check is not None else result
+    return value
+
+
+def _call(hook: pluggy.HookCaller, impl: pluggy.HookImpl, kwargs: Mapping[str, Any], suffix: str) -> Any:
+    """One implementation's result; its exception as a ``PluginError`` naming plugin and hook."""
+    try:
+        return impl.function(*[kwargs[arg] for arg in impl.argnames])
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} failed in hook {hook.name}{suffix}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def has_implementations(hook: pluggy.HookCaller) -> bool:
+    """Whether any registered plugin implements ``hook`` (the engine skips work nobody asked for)."""
+    return bool(hook.get_hookimpls())
 
 
 def invoke_first(hook: pluggy.HookCaller, *, where: str = "", **kwargs: Any) -> Any:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..engine.state import RunState
-    from ..types import GuidanceContext, LossTerm
+    from ..types import EmbeddingContext, GuidanceContext, LossTerm, NoiseContext
 
 PROJECT = "attnguide"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -70,6 +70,51 @@ def on_run_start(run: RunState) -> None:
 
     Args:
         run: the per-run state (config, analyses, ``latents: [B, C, h, w]``, records).
+    """
+
+
+@hookspec
+def attnguide_initial_latents(ctx: NoiseContext, latents: torch.Tensor) -> torch.Tensor | None:
+    """Replace one image's initial latents before the loop (initial-noise optimisation:
+    InitNO, CoCoNO).
+
+    Called once per image, after the initial latents are drawn and before ``on_run_start``, on
+    every run plugin that implements it, in run order: each gets the latents the previous one
+    returned.
+
+    Args:
+        ctx: the image's prompt analysis, seed, first timestep, this plugin's state, and
+            ``ctx.forward(z)``: the conditional forward at the first timestep on a
+            grad-requiring ``z: [1, C, h, w]``, returning ``(maps [tokens, H, W], extra maps by
+            MapRequest)``; ``ctx.fresh_noise(k)`` draws restart ``k``'s noise (seeded by the
+            image's seed and ``k``).
+        latents: ``[1, C, h, w]`` the image's current initial latents (packed ``[1, tokens, C]``
+            on Flux).
+
+    Returns:
+        New initial latents of the same shape (detached), or ``None`` to keep them.
+    """
+
+
+@hookspec
+def attnguide_edit_embeddings(ctx: EmbeddingContext, embeds: torch.Tensor) -> torch.Tensor | None:
+    """Edit one image's conditional text embeddings for one step (ToMe, Magnet, Structured
+    Diffusion Guidance).
+
+    Called at every denoising step, for every image, on every run plugin that implements it, in
+    run order (each gets the previous one's result), before that step's guidance and its
+    ordinary forward; both use the edited embeddings. The unconditional branch is untouched.
+
+    Args:
+        ctx: the image's prompt analysis (token positions), step, timestep, this plugin's
+            state, and ``ctx.encode(text)``: this pipeline's conditional embedding of any text,
+            ``[L, D]`` (to encode noun phrases or a merged prompt).
+        embeds: ``[L, D]`` the image's conditional embeddings as the denoiser takes them (SD:
+            77 CLIP states; SDXL: both encoders' states concatenated; SD3: 77 CLIP positions
+            then the T5 states; Flux: the T5 states).
+
+    Returns:
+        ``[L, D]`` edited embeddings, or ``None`` to leave them.
     """
 
 
@@ -139,8 +184,10 @@ REGISTRAR_HOOKS: tuple[str, ...] = (
 """Hooks called once per plugin manager, on registrar modules (built-ins and entry points)."""
 
 RUN_HOOKS: tuple[str, ...] = (
+    "attnguide_initial_latents",
     "on_run_start",
     "on_step_start",
+    "attnguide_edit_embeddings",
     "attnguide_loss",
     "attnguide_update_latents",
     "on_step_end",
