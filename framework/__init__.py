@@ -19,6 +19,7 @@ from .errors import AttnguideError, ConfigError, ModelLoadError, ParserError, Pl
 
 if TYPE_CHECKING:
     from .engine.engine import Engine, GenerationResult
+    from .engine.requests import MapRequest
     from .engine.runtime import RuntimeConfig
     from .engine.sampling import SamplingConfig
     from .engine.state import ImageRecord, RunState
@@ -29,15 +30,27 @@ if TYPE_CHECKING:
     from .plugin.losses import LossParams, LossPlugin
     from .plugin.manager import make_plugin_manager
     from .prompts.parsing import Parser
-    from .types import GuidanceContext, LossRecord, LossTerm, PromptAnalysis
+    from .types import (
+        AttentionContext,
+        AttentionEdit,
+        EmbeddingContext,
+        GuidanceContext,
+        LossRecord,
+        LossTerm,
+        NoiseContext,
+        PromptAnalysis,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionContext",
+    "AttentionEdit",
     "AttnguideError",
     "Callback",
     "CallbackParams",
     "ConfigError",
+    "EmbeddingContext",
     "Engine",
     "GenerationResult",
     "GuidanceContext",
@@ -46,7 +59,9 @@ __all__ = [
     "LossPlugin",
     "LossRecord",
     "LossTerm",
+    "MapRequest",
     "ModelLoadError",
+    "NoiseContext",
     "Parser",
     "ParserError",
     "PluginError",
@@ -68,6 +83,7 @@ _LAZY = {
     "SamplingConfig": ".engine.sampling",
     "ImageRecord": ".engine.state",
     "RunState": ".engine.state",
+    "MapRequest": ".engine.requests",
     "load_pipeline": ".models.loading",
     "tiny_pipeline": ".models.tiny",
     "Callback": ".plugin.callbacks",
@@ -81,6 +97,10 @@ _LAZY = {
     "LossRecord": ".types",
     "LossTerm": ".types",
     "PromptAnalysis": ".types",
+    "AttentionContext": ".types",
+    "AttentionEdit": ".types",
+    "EmbeddingContext": ".types",
+    "NoiseContext": ".types",
 }
 
 

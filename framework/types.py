@@ -311,3 +311,41 @@ class EmbeddingContext:
     analysis: PromptAnalysis
     state: dict[str, Any]
     encode: Callable[[str], torch.Tensor]
+
+
+@dataclass
+class AttentionContext:
+    """Per layer, per forward view handed to ``attnguide_modulate_attention``.
+
+    Attributes:
+        layer: the processor name (``...attn2.processor``).
+        grid: the layer's query grid ``(h, w)``.
+        step: the denoising step; ``None`` in the initial-noise forwards.
+        rows: per batch row, ``(image index, "cond" | "uncond")``.
+        analyses: one prompt analysis per image of the run.
+        state: ``{image index: this plugin's state for that image}`` for the images in ``rows``.
+        context: the layer's text states ``[rows, L, D]`` (what ``to_k``/``to_v`` project).
+    """
+
+    layer: str
+    grid: tuple[int, int]
+    step: int | None
+    rows: list[tuple[int, str]]
+    analyses: list[PromptAnalysis | None]
+    state: dict[int, dict[str, Any]]
+    context: torch.Tensor
+
+
+@dataclass
+class AttentionEdit:
+    """What ``attnguide_modulate_attention`` may return besides bare probabilities.
+
+    Attributes:
+        probs: ``[rows, heads, queries, keys]`` new probabilities (``None``: unchanged).
+        values: text states ``[rows, L, D]`` each; the layer's output becomes the mean over them
+            of ``probs @ to_v(values_i)`` (Structured Diffusion Guidance's per-phrase values).
+    """
+
+    probs: torch.Tensor | None = None
+    values: list[torch.Tensor] | None = None
+

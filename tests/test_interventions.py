@@ -282,22 +282,26 @@ def test_a_wrong_shape_from_an_edit_names_the_plugin():
 
 
 # -- the examples in docs/hooks.md run as written -----------------------------------------------
-def _hooks_doc_block(section):
+def _guide_block(section):
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "hooks.md").read_text()
-    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md").read_text()
+    body = text.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0]
     return re.search(r"```python\n(.*?)```", body, re.S).group(1)
 
 
-@pytest.mark.parametrize("section,cls", [("attnguide_initial_latents", "Restart"),
-                                         ("attnguide_edit_embeddings", "SwapAfter")])
-def test_the_hook_examples_in_the_docs_run(section, cls):
-    namespace = {"Callback": Callback}
-    exec(compile(_hooks_doc_block(section), "docs/hooks.md", "exec"), namespace)  # noqa: S102 - docs under test
+@pytest.mark.parametrize("section,cls", [("Optimise the initial noise", "Restart"),
+                                         ("Edit the prompt's embeddings", "SwapAfter"),
+                                         ("Change attention inside the forward pass", "Emphasise"),
+                                         ("Ask for more maps", "SelfFocus")])
+def test_the_intervention_examples_in_the_guide_run(section, cls):
+    namespace = {"Callback": Callback, "LossPlugin": LossPlugin, "LossTerm": LossTerm, "MapRequest": MapRequest}
+    exec(compile(_guide_block(section), "docs/writing-plugins.md", "exec"), namespace)  # noqa: S102 - docs under test
     engine = tiny_engine()
     plain = _generate(engine, steps=12)
-    result = _generate(engine, callbacks=[namespace[cls]()], steps=12)
+    plugin = namespace[cls]()
+    losses, callbacks = ([plugin], []) if isinstance(plugin, LossPlugin) else ([], [plugin])
+    result = _generate(engine, losses, callbacks, steps=12)
     assert result.latents.shape == plain.latents.shape and torch.isfinite(result.latents).all()
     assert not torch.equal(result.latents, plain.latents)

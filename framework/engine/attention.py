@@ -43,6 +43,7 @@ class AttentionStore:
         self.layers = frozenset(layers) if layers else None
         self.kind = kind
         self.extras: dict[Any, AttentionStore] = {}  # a run's map requests (attnguide.engine.requests)
+        self.modulation: Any = None  # a run's attention modulation (attnguide.engine.modulation)
         self.capturing = False
         self.truncate = False
         self.known_layers: tuple[str, ...] = ()
@@ -161,12 +162,15 @@ class CapturingAttnProcessor(_CapturingProcessor):
     ) -> torch.Tensor:
         pixels = _num_pixels(hidden_states)
         stores = self.store.stores_for(self.name, pixels)
-        if not stores:
+        modulation = self.store.modulation
+        modulated = modulation is not None and encoder_hidden_states is not None and modulation.covers(self.name)
+        if not stores and not modulated:
             passed: torch.Tensor = self.original(
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
             )
             return passed
-        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, stores)
+        return self._explicit(attn, hidden_states, encoder_hidden_states, attention_mask, temb, stores,
+                              modulation if modulated else None)
 
     def _explicit(
         self,
@@ -176,6 +180,7 @@ class CapturingAttnProcessor(_CapturingProcessor):
         attention_mask: torch.Tensor | None,
         temb: torch.Tensor | None,
         stores: list[AttentionStore],
+        modulation: Any = None,
     ) -> torch.Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -211,12 +216,19 @@ class CapturingAttnProcessor(_CapturingProcessor):
             mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
             scores = scores + mask.view(batch, heads, -1, mask.shape[-1]).to(scores.dtype)
         probs = scores.softmax(dim=-1)
+        values = None
+        if modulation is not None:
+            probs, values = modulation.apply(self.name, grid, probs, context)
         # probs: [batch, heads, pixels, keys]; the losses read the head sum of the chosen rows.
         # The run's default store comes last: it may end a truncated forward (StopForward).
         head_sum = probs[self.store.rows].sum(dim=1)
         for store in stores:
             store.record(self.name, head_sum, heads, grid)
-        out = torch.matmul(probs.to(value.dtype), value)
+        if values:  # per-phrase value states: the mean of probs @ to_v(v_i)
+            projected = [attn.to_v(v.to(value.dtype)).view(batch, -1, heads, head_dim).transpose(1, 2) for v in values]
+            out = torch.stack([torch.matmul(probs.to(value.dtype), v) for v in projected]).mean(dim=0)
+        else:
+            out = torch.matmul(probs.to(value.dtype), value)
         out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:

@@ -34,6 +34,7 @@ from .attention import AttentionStore, capture_attention, check_layers
 from .conditioning import T5_LENGTH, Conditioning, encode
 from .guidance import guide_image
 from .interventions import edited_conditioning, implements, initial_latents
+from .modulation import Modulation
 from .requests import MapRequest, check_requests, requests_of, selected_layers, unet_grids
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, expand_prompts, scheduler_time
@@ -198,12 +199,13 @@ class Engine:
         run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
         weights = {p.name: p.weight for p in loss_plugins}
         requests = self._install_requests(run.plugins, cfg.resolve_size(self.pipe))
+        self._install_modulation(run, run_pm, cfg.resolve_size(self.pipe))
         try:
             with capture_attention(self.denoiser, self.store, classic=self.reference_style,
                                    self_attention=any(r.kind == "self" for _, r in requests)):
                 latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
         finally:
-            self.store.extras = {}
+            self.store.extras, self.store.modulation = {}, None
         images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
@@ -219,6 +221,22 @@ class Engine:
         grids = unet_grids(self.denoiser, latent)
         self.store.extras = {r: AttentionStore(None, selected_layers(r, grids), kind=r.kind) for _, r in requests}
         return requests
+
+    def _install_modulation(self, run: RunState, run_pm: Any, size: tuple[int, int]) -> None:
+        """The run's attention modulation, when a plugin implements it, on the layers its
+        ``modulated_layers()`` names (checked against the model)."""
+        if not implements(run_pm, "attnguide_modulate_attention"):
+            return
+        requests = requests_of(run.plugins, "modulated_layers")
+        modulating = [p.name for p in run.plugins if callable(getattr(p, "attnguide_modulate_attention", None))]
+        if not requests:
+            raise ConfigError(f"plugin {modulating[0]!r} modulates attention but names no layers: return "
+                              "MapRequest('cross', every=True) (or a resolution, or layer names) from modulated_layers()")
+        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
+        check_requests(requests, self.family, self.denoiser, latent)
+        grids = unet_grids(self.denoiser, latent)
+        layers = sorted({n for _, r in requests for n in selected_layers(r, grids)})
+        self.store.modulation = Modulation(run_pm, layers, [r.analysis for r in run.records], run.plugin_state)
 
     def _analyses(
         self, prompts: list[str], given: Sequence[PromptAnalysis] | None, needed: bool
@@ -298,7 +316,7 @@ class Engine:
             )
 
             def maps_fn(z: torch.Tensor, b: int = b, ctx: GuidanceContext = ctx) -> torch.Tensor:
-                maps, ctx.extra_maps = self._forward_maps(z, t, text, b, run)
+                maps, ctx.extra_maps = self._forward_maps(z, t, text, b, run, step)
                 return maps
 
             new, maps = guide_image(
@@ -310,13 +328,18 @@ class Engine:
         return torch.cat(updated)
 
     def _forward_maps(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, b: int,
-                      run: RunState) -> tuple[torch.Tensor, dict[Any, torch.Tensor]]:
+                      run: RunState, step: int | None = None) -> tuple[torch.Tensor, dict[Any, torch.Tensor]]:
         """Image ``b``'s conditional forward on ``z: [1, ...]`` at ``t``: ``(maps [tokens, H, W],
         {MapRequest: maps} for the run's requests)``, differentiable w.r.t. ``z``."""
+        self._set_rows([(b, "cond")], step)
         with self.store.capture(truncate=self.truncate_guidance, extras=True), self.fabric.autocast():
             self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
         extra = {request: store.maps()[0] for request, store in self.store.extras.items()}
         return self._losses_view(self.store.maps()[0], run.records[b].prompt), extra
+
+    def _set_rows(self, rows: list[tuple[int, str]], step: int | None) -> None:
+        if self.store.modulation is not None:
+            self.store.modulation.set_forward(rows, step)
 
     def _previous_maps(self, run: RunState, b: int, step: int) -> torch.Tensor | None:
         """Image ``b``'s maps of the last guided step before ``step`` (on the device), or None."""
@@ -346,6 +369,8 @@ class Engine:
         model_input = torch.cat([latents] * 2) if text.cfg else latents
         capture = step in run.capture_steps
         rows = slice(batch, None) if text.cfg else slice(None)
+        branches = ([(b, "uncond") for b in range(batch)] if text.cfg else []) + [(b, "cond") for b in range(batch)]
+        self._set_rows(branches, step)
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
             noise = self._predict(model_input, t, text.embeds, text.forward_kwargs())
         if capture:

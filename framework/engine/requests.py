@@ -30,19 +30,23 @@ class MapRequest:
             attention over the key pixels, summing to 1).
         resolution: keep the layers whose grid side is this at the run's image size.
         layers: or name processors (``...attn2.processor`` / ``...attn1.processor``).
+        every: or every layer of the kind (what modulation plugins usually want).
     """
 
     kind: MapKind = "cross"
     resolution: int | None = None
     layers: tuple[str, ...] | None = None
+    every: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("cross", "self"):
             raise ConfigError(f"map request kind must be 'cross' or 'self', got {self.kind!r}")
-        if self.resolution is None and not self.layers:
-            raise ConfigError("a map request needs a resolution or layer names")
+        if self.resolution is None and not self.layers and not self.every:
+            raise ConfigError("a map request needs a resolution, layer names or every=True")
 
     def describe(self) -> str:
+        if self.every:
+            return f"every {self.kind}-attention layer"
         where = f"{self.resolution}x{self.resolution}" if self.resolution is not None else ", ".join(self.layers or ())
         return f"{self.kind}-attention maps at {where}"
 
@@ -103,12 +107,13 @@ def check_requests(requests: Iterable[tuple[str, MapRequest]], family: str, deno
         )
 
 
-def requests_of(plugins: Sequence[Any]) -> list[tuple[str, MapRequest]]:
-    """``(plugin name, request)`` for every distinct request of ``plugins`` (``map_requests()``)."""
+def requests_of(plugins: Sequence[Any], method: str = "map_requests") -> list[tuple[str, MapRequest]]:
+    """``(plugin name, request)`` for every distinct request of ``plugins`` (their
+    ``map_requests()``, or ``modulated_layers()`` with ``method``)."""
     out: list[tuple[str, MapRequest]] = []
     seen: set[MapRequest] = set()
     for plugin in plugins:
-        ask = getattr(plugin, "map_requests", None)
+        ask = getattr(plugin, method, None)
         for request in ask() if callable(ask) else ():
             if request not in seen:
                 seen.add(request)

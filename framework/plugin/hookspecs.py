@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..engine.state import RunState
-    from ..types import EmbeddingContext, GuidanceContext, LossTerm, NoiseContext
+    from ..types import AttentionContext, AttentionEdit, EmbeddingContext, GuidanceContext, LossTerm, NoiseContext
 
 PROJECT = "attnguide"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -124,6 +124,26 @@ def on_step_start(run: RunState, step: int, timestep: int | float) -> None:
 
 
 @hookspec
+def attnguide_modulate_attention(ctx: AttentionContext, probs: torch.Tensor) -> torch.Tensor | AttentionEdit | None:
+    """Edit attention inside the forward pass of the layers the plugin's ``modulated_layers()``
+    names (Structured Diffusion Guidance, attention regulation). No gradient is required.
+
+    Called in every forward of the run (both CFG branches, guidance and noise forwards) at each
+    modulated layer, on every run plugin that implements it, in run order: each gets the
+    probabilities the previous returned.
+
+    Args:
+        ctx: the layer, its grid, the step, which image and branch each row is, the analyses,
+            this plugin's per-image state and the layer's text states ``[rows, L, D]``.
+        probs: ``[rows, heads, queries, keys]`` the layer's softmax probabilities.
+
+    Returns:
+        New probabilities of the same shape, an ``AttentionEdit`` (probabilities and/or value
+        states, whose ``to_v`` projections are averaged), or ``None`` to leave the layer.
+    """
+
+
+@hookspec
 def attnguide_loss(ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
     """Compute one guidance loss term for one image at one step.
 
@@ -188,6 +208,7 @@ RUN_HOOKS: tuple[str, ...] = (
     "on_run_start",
     "on_step_start",
     "attnguide_edit_embeddings",
+    "attnguide_modulate_attention",
     "attnguide_loss",
     "attnguide_update_latents",
     "on_step_end",
