@@ -302,6 +302,9 @@ class EmbeddingContext:
         analysis: the prompt's bindings and token positions.
         state: this plugin's private state for this image (kept across steps).
         encode: ``text -> [L, D]``: this pipeline's conditional embedding of ``text``.
+        forward: ``embeds [L, D] -> (prediction [1, ...], maps [tokens, H, W])``: the image's
+            conditional forward at this step on its current latents with ``embeds``,
+            differentiable w.r.t. ``embeds`` (ToMe's updates of the prompt embeddings).
     """
 
     image_index: int
@@ -311,6 +314,7 @@ class EmbeddingContext:
     analysis: PromptAnalysis
     state: dict[str, Any]
     encode: Callable[[str], torch.Tensor]
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass

@@ -305,3 +305,35 @@ def test_the_intervention_examples_in_the_guide_run(section, cls):
     result = _generate(engine, losses, callbacks, steps=12)
     assert result.latents.shape == plain.latents.shape and torch.isfinite(result.latents).all()
     assert not torch.equal(result.latents, plain.latents)
+
+
+class TuneEmbeddings(Callback):
+    """At step 0, two gradient steps on the embeddings that raise token 2's attention."""
+
+    name = "tune_embeddings"
+
+    def __init__(self):
+        super().__init__()
+        self.losses, self.shapes = [], []
+
+    @hookimpl
+    def attnguide_edit_embeddings(self, ctx, embeds):
+        if ctx.step != 0:
+            return None
+        e = embeds.detach().clone().requires_grad_(True)
+        for _ in range(3):
+            prediction, maps = ctx.forward(e)
+            self.shapes.append(tuple(prediction.shape))
+            loss = 1 - maps[2].max()
+            self.losses.append(float(loss))
+            (grad,) = torch.autograd.grad(loss, [e])
+            e = (e - 50.0 * grad).detach().requires_grad_(True)
+        return e.detach()
+
+
+def test_an_edit_can_optimise_the_embeddings_through_the_steps_forward():
+    plugin = TuneEmbeddings()
+    result = _generate(tiny_engine(), [{"name": "syngen"}], callbacks=[plugin], steps=2)
+    assert plugin.shapes[0] == (1, 4, 32, 32)
+    assert plugin.losses[-1] < plugin.losses[0]
+    assert [r.plugin for r in result.records[0].losses] == ["syngen"]

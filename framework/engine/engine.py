@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -290,7 +290,8 @@ class Engine:
         for i, t in enumerate(timesteps):
             invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
             time_i = scheduler_time(pipe.scheduler, t.item())
-            step_text = text if encoder is None else edited_conditioning(run, run_pm, text, i, t, cfg.steps, encoder)
+            step_text = text if encoder is None else edited_conditioning(
+                run, run_pm, text, i, t, cfg.steps, encoder, self._embeds_forward(run, text, t, i))
             if any(loss.active_at(i, cfg.steps, time_i) for loss in losses):  # else: no guidance forward
                 latents = self._guidance_phase(run, run_pm, weights, latents, step_text, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, step_text, i, t, extra)
@@ -336,6 +337,20 @@ class Engine:
             self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
         extra = {request: store.maps()[0] for request, store in self.store.extras.items()}
         return self._losses_view(self.store.maps()[0], run.records[b].prompt), extra
+
+    def _embeds_forward(self, run: RunState, text: Conditioning, t: torch.Tensor,
+                        step: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+        """``(embeds [L, D], b) -> (prediction, maps [tokens, H, W])``: image ``b``'s conditional
+        forward at ``t`` on its current latents with ``embeds`` (differentiable w.r.t. them)."""
+
+        def forward(embeds: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            assert run.latents is not None
+            self._set_rows([(b, "cond")], step)
+            with torch.enable_grad(), self.store.capture(), self.fabric.autocast():
+                prediction = self._predict(run.latents[b : b + 1].detach(), t, embeds[None], text.image_kwargs(b))
+            return prediction, self._losses_view(self.store.maps()[0], run.records[b].prompt)
+
+        return forward
 
     def _set_rows(self, rows: list[tuple[int, str]], step: int | None) -> None:
         if self.store.modulation is not None:

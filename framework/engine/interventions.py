@@ -69,8 +69,13 @@ def restart_seed(seed: int, k: int) -> int:
     return (int(seed) * 1_000_003 + 7919 * (k + 1)) % (2**63 - 1)
 
 
+EmbedsForwardFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+"""``(embeds [L, D], image index) -> (prediction [1, ...], maps [tokens, H, W])`` at this step."""
+
+
 def edited_conditioning(run: RunState, run_pm: Any, text: Conditioning, step: int, timestep: torch.Tensor,
-                        num_steps: int, encode: Callable[[str], torch.Tensor]) -> Conditioning:
+                        num_steps: int, encode: Callable[[str], torch.Tensor],
+                        forward: EmbedsForwardFn | None = None) -> Conditioning:
     """``text`` with each image's conditional rows replaced by the run's
     ``attnguide_edit_embeddings`` plugins' result for this step."""
     rows = []
@@ -80,7 +85,9 @@ def edited_conditioning(run: RunState, run_pm: Any, text: Conditioning, step: in
 
         def own_context(name: str, kwargs: dict[str, Any], b: int = b, analysis: PromptAnalysis = analysis,
                         state: dict[str, Any] = state) -> dict[str, Any]:
-            ctx = EmbeddingContext(b, step, num_steps, timestep.item(), analysis, state.setdefault(name, {}), encode)
+            image_forward = None if forward is None else _bound(forward, b)
+            ctx = EmbeddingContext(b, step, num_steps, timestep.item(), analysis, state.setdefault(name, {}), encode,
+                                   image_forward)
             return {**kwargs, "ctx": ctx}
 
         like = text.cond[b]
@@ -92,6 +99,13 @@ def edited_conditioning(run: RunState, run_pm: Any, text: Conditioning, step: in
     else:
         embeds = cond
     return dataclasses.replace(text, embeds=embeds, cond=cond)
+
+
+def _bound(forward: EmbedsForwardFn, b: int) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    def image_forward(embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward(embeds, b)
+
+    return image_forward
 
 
 def _analysis(record: ImageRecord, what: str) -> PromptAnalysis:
