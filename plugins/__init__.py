@@ -7,6 +7,7 @@ from attnguide import hookimpl
 from .astar import AStarLoss
 from .attend_excite import AttendExciteLoss
 from .conform import ConformLoss
+from .divide_bind import DivideBindLoss
 from .entropy_syngen import EntropySynGenLoss
 from .predicated import PredicatedLoss
 from .syngen import SynGenLoss
@@ -14,7 +15,7 @@ from .syngen import SynGenLoss
 
 @hookimpl
 def attnguide_register_losses() -> list[type]:
-    return [SynGenLoss, EntropySynGenLoss, AttendExciteLoss, AStarLoss, PredicatedLoss, ConformLoss]
+    return [SynGenLoss, EntropySynGenLoss, AttendExciteLoss, AStarLoss, PredicatedLoss, ConformLoss, DivideBindLoss]
 
 
 @hookimpl
