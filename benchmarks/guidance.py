@@ -132,9 +132,14 @@ def run_once(engine: Engine, method: str, steps: int, size: int, analysis: Any =
 
 
 def _loss_spec(method: str) -> list[Any]:
+    """A method label as loss specs: a name, ``syngen+attend_excite``, or a name with parameter
+    overrides (``divide_bind:attribute_resolutions=[32]``, as ``attnguide toyworld evaluate``)."""
     if method == "syngen+attend_excite":
         return ["syngen", "attend_excite"]
-    return [method]
+    from attnguide.toyworld.evaluate import parse_method
+
+    name, overrides = parse_method(method)
+    return [{"name": name, **overrides}]
 
 
 def _engines(pipe: Any, precision: str) -> dict[str, Engine]:

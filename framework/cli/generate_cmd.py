@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--images-per-prompt", type=int, default=1)
     p.add_argument("--scheduler", default=None, help="ddim, pndm, euler, euler_a, dpm, ... (default: the model's)")
-    p.add_argument("--method", default="none", help="'none' or a registered loss plugin (see `attnguide plugins`)")
+    p.add_argument("--method", action="append", default=[], metavar="NAME[:KEY=VALUE...]",
+                   help="'none' (default) or a registered loss or intervention plugin (see `attnguide plugins`); "
+                        "repeat to combine (--method syngen --method predicated:scale_factor=10)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of the method, e.g. --param step_size=10 (YAML values)")
     p.add_argument("--parser", default="spacy", help="prompt parser for bindings (spacy, stanza, manual)")
@@ -71,16 +73,37 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--prompt is empty: give the text to generate")
     out_dir = ensure_writable_dir(Path(args.out))
     pm = make_plugin_manager()
-    loss_spec = [] if args.method == "none" else [{"name": args.method, **parse_key_values(args.param, "--param")}]
-    spec = to_spec("loss", loss_spec[0], "--method") if loss_spec else None
-    for key, message in spec_problems(spec, pm.registry) if spec else []:
-        # checked before loading weights; the first problem, named by the flag that caused it
-        raise ConfigError(message if key == "name" else f"--param {key}: {message}")
-    return _generate(args, sampling, prompts, out_dir, pm, loss_spec)
+    losses, callbacks = method_specs(args.method, args.param, pm.registry)
+    for kind, specs in (("loss", losses), ("callback", callbacks)):
+        for raw in specs:
+            spec = to_spec(kind, raw, "--method")
+            for key, message in spec_problems(spec, pm.registry) if spec else []:
+                # checked before loading weights; the first problem, named by the flag that caused it
+                raise ConfigError(message if key == "name" else f"--method {raw['name']}: {key}: {message}")
+    return _generate(args, sampling, prompts, out_dir, pm, losses, callbacks)
+
+
+def method_specs(methods: list[str], params: list[str], registry: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``--method`` labels (``name`` or ``name:key=value:...``) and ``--param`` pairs as loss and
+    callback specs: a registered callback (an intervention such as ``structure_diffusion``) goes
+    to the callbacks, anything else is a loss. ``--param`` sets parameters of a single method."""
+    from ..toyworld.evaluate import parse_method
+
+    labels = [m for m in methods if m != "none"] if methods else []
+    if params and len(labels) != 1:
+        raise ConfigError("--param sets the parameters of one --method; with several, write them into each: "
+                          "--method syngen:step_size=10 --method predicated")
+    losses, callbacks = [], []
+    for label in labels:
+        name, overrides = parse_method(label)
+        spec = {"name": name, **overrides, **parse_key_values(params, "--param")}
+        is_callback = name in registry.classes["callback"] and name not in registry.classes["loss"]
+        (callbacks if is_callback else losses).append(spec)
+    return losses, callbacks
 
 
 def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_dir: Path, pm: Any,
-              loss_spec: list[dict[str, Any]]) -> int:
+              loss_spec: list[dict[str, Any]], method_callbacks: list[dict[str, Any]]) -> int:
     from ..engine.engine import Engine
     from ..engine.runtime import RuntimeConfig
     from ..models.loading import load_pipeline
@@ -93,13 +116,14 @@ def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_d
         parser=args.parser, parser_params=parse_key_values(args.parser_param, "--parser-param"), plugin_manager=pm,
     )
     seeds = args.seed if args.seed else 0
-    callbacks = [{"name": "heatmaps", "out_dir": str(out_dir)}] if args.heatmaps else []
+    callbacks = [*method_callbacks, *([{"name": "heatmaps", "out_dir": str(out_dir)}] if args.heatmaps else [])]
     result = engine.generate(prompts, seeds if isinstance(seeds, int) else list(seeds), losses=loss_spec,
                              callbacks=callbacks, sampling=sampling, progress=not args.quiet)
+    method = "+".join(spec["name"] for spec in [*loss_spec, *method_callbacks]) or "none"
     extra = {"model": args.model, "scheduler": args.scheduler or type(pipe.scheduler).__name__,
-             "method": args.method, "method_params": result.config["losses"]}
+             "method": method, "method_params": result.config["losses"]}
     for i, record in enumerate(result.records):
-        name = image_name(record.prompt, record.seed, args.method if args.method != "none" else "")
+        name = image_name(record.prompt, record.seed, method if method != "none" else "")
         extra["wall_time_s"] = time.perf_counter() - started
         paths = save_image(result, i, out_dir, name, extra=extra, save_latents=args.save_latents)
         print(json.dumps({k: str(v) for k, v in paths.items()}))

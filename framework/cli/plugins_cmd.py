@@ -33,8 +33,21 @@ def describe_plugins(pm: Any) -> list[dict[str, Any]]:
                    "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""}
             if hasattr(cls, "default_window"):
                 row["default_window"] = list(cls.default_window)
+            if kind != "parser":
+                row["hooks"] = _run_hooks(cls)
             rows.append(row)
     return rows
+
+
+def _run_hooks(cls: Any) -> list[str]:
+    """The run hooks ``cls`` implements (a loss plugin implements ``attnguide_loss``)."""
+    from ..plugin.hookspecs import RUN_HOOKS
+    from ..plugin.losses import LossPlugin
+
+    own = [h for h in RUN_HOOKS if callable(getattr(cls, h, None))]
+    if isinstance(cls, type) and issubclass(cls, LossPlugin) and "attnguide_loss" not in own:
+        own.append("attnguide_loss")
+    return own
 
 
 def run(args: argparse.Namespace) -> int:
