@@ -91,7 +91,13 @@ def subject_maps(
     over the pieces, so a multi-piece word counts as attended where any of its pieces is.
     Pieces outside the slice are ignored; a word left with none raises ``ValueError``.
     """
-    processed = attend_excite_preprocess(maps, stop, start)
+    return pieces_max(attend_excite_preprocess(maps, stop, start), words, start, stop, smooth)
+
+
+def pieces_max(processed: torch.Tensor, words: list[AlignedWord], start: int, stop: int,
+               smooth: bool) -> torch.Tensor:
+    """``[len(words), H, W]`` from A&E-processed maps (row ``k`` = position ``k + start``): each
+    word's pieces inside ``[start:stop]`` smoothed (if ``smooth``), then their elementwise max."""
     out = []
     for word in words:
         rows = [p - start for p in word.tokens if start <= p < stop]

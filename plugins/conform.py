@@ -52,7 +52,7 @@ class ConformParams(LossParams):
     scale_factor: float = pydantic.Field(
         20.0, gt=0, description="alpha_t = scale_factor * sqrt(linspace(1, 0.5, T)[t])"
     )
-    refine_at: tuple[int, ...] = pydantic.Field(
+    refine_at: tuple[pydantic.NonNegativeInt, ...] = pydantic.Field(
         (0, 10, 20), description="steps (of a 50-step schedule) refined without a threshold"
     )
     refinement_iterations: int = pydantic.Field(
@@ -73,13 +73,6 @@ class ConformParams(LossParams):
     token_slice: TokenSlice = pydantic.Field(
         "sd1", description="token slice of softmax_normalize, as A&E's"
     )
-
-    @pydantic.field_validator("refine_at")
-    @classmethod
-    def _check_steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(step < 0 for step in value):
-            raise ValueError(f"steps must be >= 0, got {list(value)}")
-        return value
 
 
 # --- metric-learning losses on [n, d] embeddings with integer labels ---------------------------

@@ -337,7 +337,7 @@ def test_parameter_errors_name_the_plugin_and_the_parameter():
         ConformLoss({"temperature": 0})
     with pytest.raises(ConfigError, match=r"'conform'.*'loss'"):
         ConformLoss({"loss": "triplet"})
-    with pytest.raises(ConfigError, match=r"'conform'.*'refine_at'"):
+    with pytest.raises(ConfigError, match=r"'conform'.*'refine_at.0'"):
         ConformLoss({"refine_at": [-1]})
 
 

@@ -19,6 +19,10 @@ METHODS = {
     "conform": ("loss", {"refinement_iterations": 1}),
     "divide_bind": ("loss", {"attribute_resolutions": [16], "max_refinement_steps": 1,
                              "max_refinement_steps_first": 1}),
+    "structure_diffusion": ("callback", {"parser": "spacy"}),
+    "initno": ("loss", {"noise_rounds": 1, "noise_steps": 1, "noise_final_steps": 0, "max_refinement_steps": 1,
+                        "self_resolution": 16}),
+    "tome": ("loss", {"binding_iterations": 1, "refinement_steps": [1, 1]}),
 }
 
 
@@ -37,7 +41,8 @@ def test_plugins_json_lists_the_methods_with_their_parameters_and_hooks(capsys):
         assert set(params) <= set(rows[method]["params"]), method
         assert INTERVENTIONS & set(rows[method]["hooks"]), method
     methods = [name for name, row in rows.items() if INTERVENTIONS & set(row["hooks"])]
-    assert {"syngen", "entropy_syngen", "attend_excite", "astar", *METHODS} <= set(methods)
+    assert set(methods) == {"syngen", "entropy_syngen", "attend_excite", "astar", *METHODS}
+    assert len(methods) == 10
     assert "heatmaps" not in methods  # a callback that only reads
 
 
@@ -52,7 +57,8 @@ def test_each_runs_from_the_command_line_alone_and_with_syngen(tmp_path, method)
         assert code == 0
         (meta_path,) = out.glob("*.json")
         meta = json.loads(meta_path.read_text())
-        assert meta["method"] == "+".join([method, *(["syngen"] if extra else [])])
+        names = [method, *(["syngen"] if extra else [])]
+        assert meta["method"] == "+".join(names if kind == "loss" else names[::-1])  # losses, then callbacks
         if kind == "loss":
             assert [spec["name"] for spec in meta["method_params"]] == [method, *(["syngen"] if extra else [])]
             assert {r["plugin"] for r in meta["losses"]} == {method, *(["syngen"] if extra else [])}

@@ -64,7 +64,7 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..plugin.manager import make_plugin_manager
-    from ..plugin.specs import spec_problems, to_spec
+    from ..plugin.specs import Kind, spec_problems, to_spec
 
     sampling = _sampling(args)
     prompts = [p for p in args.prompt]
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = ensure_writable_dir(Path(args.out))
     pm = make_plugin_manager()
     losses, callbacks = method_specs(args.method, args.param, pm.registry)
-    for kind, specs in (("loss", losses), ("callback", callbacks)):
+    kinds: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (("loss", losses), ("callback", callbacks))
+    for kind, specs in kinds:
         for raw in specs:
             spec = to_spec(kind, raw, "--method")
             for key, message in spec_problems(spec, pm.registry) if spec else []:
@@ -93,7 +94,8 @@ def method_specs(methods: list[str], params: list[str], registry: Any) -> tuple[
     if params and len(labels) != 1:
         raise ConfigError("--param sets the parameters of one --method; with several, write them into each: "
                           "--method syngen:step_size=10 --method predicated")
-    losses, callbacks = [], []
+    losses: list[dict[str, Any]] = []
+    callbacks: list[dict[str, Any]] = []
     for label in labels:
         name, overrides = parse_method(label)
         spec = {"name": name, **overrides, **parse_key_values(params, "--param")}
