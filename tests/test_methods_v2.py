@@ -73,3 +73,11 @@ def test_each_runs_from_a_recipe_with_syngen(tmp_path, capsys, method):
         "cat": ["red"], "frog": ["blue"]}}, prompts=[PROMPT], **keys))
     assert main(["run", str(path), "--quiet"]) == 0
     assert "1 written, 0 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_toyworld_evaluate_runs_an_intervention_callback_as_a_method(capsys):
+    code = main(["toyworld", "evaluate", "--methods", "none,structure_diffusion", "--samples", "1",
+                 "--single-samples", "0", "--steps", "2", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["structure_diffusion"]["n"] == 1

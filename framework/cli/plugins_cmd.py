@@ -34,12 +34,12 @@ def describe_plugins(pm: Any) -> list[dict[str, Any]]:
             if hasattr(cls, "default_window"):
                 row["default_window"] = list(cls.default_window)
             if kind != "parser":
-                row["hooks"] = _run_hooks(cls)
+                row["hooks"] = run_hooks(cls)
             rows.append(row)
     return rows
 
 
-def _run_hooks(cls: Any) -> list[str]:
+def run_hooks(cls: Any) -> list[str]:
     """The run hooks ``cls`` implements (a loss plugin implements ``attnguide_loss``)."""
     from ..plugin.hookspecs import RUN_HOOKS
     from ..plugin.losses import LossPlugin

@@ -132,6 +132,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..models.loading import load_pipeline
     from ..plugin.manager import make_plugin_manager
     from ..toyworld.evaluate import evaluate, markdown_table, resolve_methods
+    from .plugins_cmd import run_hooks
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     single = [m.strip() for m in args.single_methods.split(",") if m.strip()]
@@ -143,7 +144,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     pm = make_plugin_manager()
-    loss_plugins = pm.registry.names("loss")
+    # methods: the loss plugins and the callbacks that intervene (structure_diffusion)
+    loss_plugins = pm.registry.names("loss") + [
+        name for name, cls in sorted(pm.registry.classes["callback"].items())
+        if set(run_hooks(cls)) & {"attnguide_initial_latents", "attnguide_edit_embeddings", "attnguide_modulate_attention"}
+    ]
     # fail on a misspelt method or parameter, or a bad value, before loading weights
     resolve_methods(methods + single, loss_plugins, pm.registry)
     out = Path(args.out) if args.out else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..keyvalue import parse_key_values
 from ..metrics.stats import bootstrap_ci
 from ..plugin.manager import Registry
-from ..plugin.specs import build_plugin, to_spec
+from ..plugin.specs import Kind, build_plugin, to_spec
 from .judge import binding_outcome, detect
 from .render import article
 from .scene import COLOURS, SHAPES
@@ -111,10 +111,17 @@ def resolve_methods(names: Sequence[str], loss_plugins: Sequence[str],
         out[label] = [{**spec, **overrides} for spec in known[name]]
         if registry is not None:
             for raw in out[label]:
-                spec = to_spec("loss", raw, f"method {label!r}")
+                kind: Kind = "callback" if _is_callback(registry, raw["name"]) else "loss"
+                spec = to_spec(kind, raw, f"method {label!r}")
                 if spec is not None:
                     build_plugin(spec, registry, f"method {label!r}")
     return out
+
+
+def _is_callback(registry: Registry, name: str) -> bool:
+    """Whether a method name is a registered callback (an intervention such as Structured
+    Diffusion Guidance) rather than a loss."""
+    return name in registry.classes["callback"] and name not in registry.classes["loss"]
 
 
 def summarise(samples: Sequence[Sample], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -221,8 +228,10 @@ def evaluate(
         for method in kind_methods:
             todo = [i for i in range(len(prompts)) if (method, kind, i) not in log.samples]
             for batch in _chunks(todo, batch_size):
+                callbacks = [s for s in specs[method] if _is_callback(engine.pm.registry, s["name"])]
+                losses = [s for s in specs[method] if s not in callbacks]
                 result = engine.generate([prompts[i][0] for i in batch], [seed + i for i in batch],
-                                         losses=specs[method], progress=False, **sampling)
+                                         losses=losses, callbacks=callbacks, progress=False, **sampling)
                 for i, image in zip(batch, result.images):
                     prompt, pairs = prompts[i]
                     found = detect(image)
