@@ -116,12 +116,17 @@ def _rss() -> int:
 
 def run_once(engine: Engine, method: str, steps: int, size: int, analysis: Any = None) -> Sample:
     timer = _timer_callback()
-    losses = [] if method == "none" else _loss_spec(method)
+    specs = [] if method == "none" else _loss_spec(method)
+    registry = engine.pm.registry
+    interventions = [s for s in specs if s["name"] in registry.classes["callback"]
+                     and s["name"] not in registry.classes["loss"]]  # structure_diffusion
+    losses = [s for s in specs if s not in interventions]
     with PeakMemory() as mem:
         _sync()
         start = time.perf_counter()
         result = engine.generate(PROMPT, [0], steps=steps, height=size, width=size, losses=losses,
-                                 callbacks=[timer], analyses=[analysis] if analysis else None, progress=False)
+                                 callbacks=[*interventions, timer], analyses=[analysis] if analysis else None,
+                                 progress=False)
         _sync()
         seconds = time.perf_counter() - start
     guided_steps = {r["step"] for r in result.records[0].losses}
@@ -135,7 +140,7 @@ def _loss_spec(method: str) -> list[Any]:
     """A method label as loss specs: a name, ``syngen+attend_excite``, or a name with parameter
     overrides (``divide_bind:attribute_resolutions=[32]``, as ``attnguide toyworld evaluate``)."""
     if method == "syngen+attend_excite":
-        return ["syngen", "attend_excite"]
+        return [{"name": "syngen"}, {"name": "attend_excite"}]
     from attnguide.toyworld.evaluate import parse_method
 
     name, overrides = parse_method(method)

@@ -153,9 +153,9 @@ class NounPhraseParser:
         """The prompt's noun phrases of more than one word, in the parser's order."""
         if self.chosen == "stanza":
             return stanza_noun_phrases(self._stanza()(prompt), prompt)
-        nlp = get_parser("spacy", {"model": self.spacy_model}).nlp  # type: ignore[attr-defined]
+        nlp = getattr(get_parser("spacy", {"model": self.spacy_model}), "nlp")
         return spacy_noun_phrases(nlp(prompt))
 
     def _stanza(self) -> Any:
         params = {"processors": STANZA_PROCESSORS, "model_dir": self.stanza_model_dir}
-        return get_parser("stanza", params).pipeline  # type: ignore[attr-defined]
+        return getattr(get_parser("stanza", params), "pipeline")

@@ -43,7 +43,7 @@ class Asking(LossPlugin):
 def test_a_request_must_name_a_kind_and_where():
     with pytest.raises(ConfigError, match="kind must be 'cross' or 'self'"):
         MapRequest("value", 16)
-    with pytest.raises(ConfigError, match="needs a resolution or layer names"):
+    with pytest.raises(ConfigError, match="needs a resolution, layer names or every=True"):
         MapRequest("self")
 
 

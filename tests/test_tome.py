@@ -354,7 +354,6 @@ def test_latent_refinement_makes_the_official_updates(stop_after, cap):
 
 def test_sdxl_reads_tomes_layers_and_sd3_and_flux_are_refused():
     registry = make_plugin_manager().registry
-    registry.add("loss", ToMeLoss, "test")
     (sdxl,) = build_losses([{"name": "tome"}], registry, family="sdxl")
     assert sdxl.params.layers == TOME_SDXL_LAYERS
     assert sdxl.map_requests() == (MapRequest("cross", layers=TOME_SDXL_LAYERS),)
@@ -408,7 +407,6 @@ def test_tome_runs_end_to_end_on_tiny():
 
 def test_tome_runs_end_to_end_on_tiny_sdxl_with_its_layers():
     pm = make_plugin_manager()
-    pm.registry.add("loss", ToMeLoss, "test")
     engine = Engine(load_pipeline("tiny-sdxl"), parser="manual", plugin_manager=pm)
     plain = _generate(engine, PROMPT, BINDINGS, steps=1, height=256, width=256)
     spec = {"name": "tome", "window": [0.0, 1.0], **FAST}

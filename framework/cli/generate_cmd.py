@@ -74,13 +74,17 @@ def run(args: argparse.Namespace) -> int:
     out_dir = ensure_writable_dir(Path(args.out))
     pm = make_plugin_manager()
     losses, callbacks = method_specs(args.method, args.param, pm.registry)
+    from_param = set(parse_key_values(args.param, "--param"))
     kinds: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (("loss", losses), ("callback", callbacks))
     for kind, specs in kinds:
         for raw in specs:
             spec = to_spec(kind, raw, "--method")
             for key, message in spec_problems(spec, pm.registry) if spec else []:
                 # checked before loading weights; the first problem, named by the flag that caused it
-                raise ConfigError(message if key == "name" else f"--method {raw['name']}: {key}: {message}")
+                if key == "name":
+                    raise ConfigError(message)
+                flag = "--param" if key in from_param else f"--method {raw['name']}:"
+                raise ConfigError(f"{flag} {key}: {message}")
     return _generate(args, sampling, prompts, out_dir, pm, losses, callbacks)
 
 
