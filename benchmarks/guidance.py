@@ -166,12 +166,15 @@ def default_precision(model: str, cuda: bool) -> str:
     return "bf16-mixed" if model in FULL_SIZE_MODELS else "16-mixed"
 
 
-def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str) -> list[dict[str, Any]]:
+def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str,
+                reference: bool = True) -> list[dict[str, Any]]:
     pipe = build(name)
     dtype = DTYPES.get(precision.split("-")[0])
     if dtype is not None and torch.cuda.is_available():  # weights in the precision's dtype (full size: built in bf16)
         pipe.to(dtype)
     engines = _engines(pipe, precision)
+    if not reference:
+        engines = {"optimized": engines["optimized"]}
     analysis = next(iter(engines.values())).analyse(PROMPT)
     size = SIZES[name]
     configs = [(m, mode) for m in methods for mode in engines]
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None,
                         help=f"comma list of {', '.join(MODELS)} ({', '.join(CUDA_ONLY)}: full size, CUDA only); "
                              "default: tiny,mid (CPU), tiny,mid,sd15 (CUDA)")
-    parser.add_argument("--methods", default="none,syngen,entropy_syngen,attend_excite,astar")
+    parser.add_argument("--methods", default="none,syngen,entropy_syngen,attend_excite,astar,predicated,conform,initno,tome,structure_diffusion",
+                        help="method labels: registered plugins, syngen+attend_excite, or name:key=value (divide_bind needs its grids at the size: divide_bind:attribute_resolutions=[32] on tiny)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps per image; default: 10, sd15/sdxl 50, sd3/flux 28 (4 with --quick)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -266,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{','.join(QUICK_MODELS)}, methods none,syngen,attend_excite, 4 steps, 1 repeat: "
                              "a few minutes on a 2-core CPU")
     parser.add_argument("--json", default=None, help="write rows, ratios and environment to this file")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="time the optimised engine only (no reference-style runs): the cost of each method")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     models = (args.models or ("tiny,mid,sd15" if cuda else "tiny,mid")).split(",")
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         model_steps = steps or DEFAULT_STEPS.get(model, 10)
         precision = args.precision or default_precision(model, cuda)
-        rows += bench_model(model, methods, model_steps, repeats, precision)
+        rows += bench_model(model, methods, model_steps, repeats, precision, reference=not args.no_reference)
         text = _write(args.json, rows)  # after every model, so a cut-short run keeps its results
         _release()
     print(text)

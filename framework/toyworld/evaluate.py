@@ -228,10 +228,12 @@ def evaluate(
         for method in kind_methods:
             todo = [i for i in range(len(prompts)) if (method, kind, i) not in log.samples]
             for batch in _chunks(todo, batch_size):
-                callbacks = [s for s in specs[method] if _is_callback(engine.pm.registry, s["name"])]
+                registry = getattr(getattr(engine, "pm", None), "registry", None)
+                callbacks = [s for s in specs[method] if registry is not None and _is_callback(registry, s["name"])]
                 losses = [s for s in specs[method] if s not in callbacks]
+                extra = {"callbacks": callbacks} if callbacks else {}  # interventions such as structure_diffusion
                 result = engine.generate([prompts[i][0] for i in batch], [seed + i for i in batch],
-                                         losses=losses, callbacks=callbacks, progress=False, **sampling)
+                                         losses=losses, progress=False, **extra, **sampling)
                 for i, image in zip(batch, result.images):
                     prompt, pairs = prompts[i]
                     found = detect(image)
