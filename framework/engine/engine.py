@@ -216,11 +216,16 @@ class Engine:
         requests = requests_of(plugins)
         if not requests:
             return []
-        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
-        check_requests(requests, self.family, self.denoiser, latent)
-        grids = unet_grids(self.denoiser, latent)
+        grids = self._checked_grids(requests, size)
         self.store.extras = {r: AttentionStore(None, selected_layers(r, grids), kind=r.kind) for _, r in requests}
         return requests
+
+    def _checked_grids(self, requests: list[tuple[str, MapRequest]], size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+        """The UNet's attention grids at image ``size``, after checking that ``requests`` can be
+        served there (a ``ConfigError`` naming the plugin otherwise)."""
+        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
+        check_requests(requests, self.family, self.denoiser, latent)
+        return unet_grids(self.denoiser, latent)
 
     def _install_modulation(self, run: RunState, run_pm: Any, size: tuple[int, int]) -> None:
         """The run's attention modulation, when a plugin implements it, on the layers its
@@ -232,9 +237,7 @@ class Engine:
         if not requests:
             raise ConfigError(f"plugin {modulating[0]!r} modulates attention but names no layers: return "
                               "MapRequest('cross', every=True) (or a resolution, or layer names) from modulated_layers()")
-        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
-        check_requests(requests, self.family, self.denoiser, latent)
-        grids = unet_grids(self.denoiser, latent)
+        grids = self._checked_grids(requests, size)
         layers = sorted({n for _, r in requests for n in selected_layers(r, grids)})
         self.store.modulation = Modulation(run_pm, layers, [r.analysis for r in run.records], run.plugin_state)
 
