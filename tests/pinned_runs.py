@@ -57,12 +57,14 @@ def final_latents(engines: dict[str, Any], name: str) -> torch.Tensor:
     return result.latents
 
 
-def make_engines() -> dict[str, Any]:
+def make_engines(batch_guidance: bool = False) -> dict[str, Any]:
+    """The pins were recorded one image at a time (v1 had no batched guidance); batched
+    guidance is compared with them within float rounding (test_batched_guidance.py)."""
     from attnguide import Engine, load_pipeline
 
     return {
-        "tiny": Engine(load_pipeline("tiny", scheduler="ddim"), parser="spacy"),
-        "toyworld": Engine(load_pipeline("toyworld"), parser="spacy"),
+        "tiny": Engine(load_pipeline("tiny", scheduler="ddim"), parser="spacy", batch_guidance=batch_guidance),
+        "toyworld": Engine(load_pipeline("toyworld"), parser="spacy", batch_guidance=batch_guidance),
     }
 
 

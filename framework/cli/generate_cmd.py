@@ -8,11 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pydantic
-
 from ..errors import ConfigError
-from ..keyvalue import parse_key_values
-from ..results.files import ensure_writable_dir
 
 
 def register(sub: Any) -> None:
@@ -44,6 +40,8 @@ def register(sub: Any) -> None:
 
 
 def _sampling(args: argparse.Namespace) -> Any:
+    import pydantic
+
     from ..engine.sampling import SamplingConfig
 
     fields = {
@@ -63,8 +61,10 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..keyvalue import parse_key_values
     from ..plugin.manager import make_plugin_manager
     from ..plugin.specs import Kind, spec_problems, to_spec
+    from ..results.files import ensure_writable_dir
 
     sampling = _sampling(args)
     prompts = [p for p in args.prompt]
@@ -92,6 +92,7 @@ def method_specs(methods: list[str], params: list[str], registry: Any) -> tuple[
     """``--method`` labels (``name`` or ``name:key=value:...``) and ``--param`` pairs as loss and
     callback specs: a registered callback (an intervention such as ``structure_diffusion``) goes
     to the callbacks, anything else is a loss. ``--param`` sets parameters of a single method."""
+    from ..keyvalue import parse_key_values
     from ..toyworld.evaluate import parse_method
 
     labels = [m for m in methods if m != "none"] if methods else []
@@ -112,6 +113,7 @@ def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_d
               loss_spec: list[dict[str, Any]], method_callbacks: list[dict[str, Any]]) -> int:
     from ..engine.engine import Engine
     from ..engine.runtime import RuntimeConfig
+    from ..keyvalue import parse_key_values
     from ..models.loading import load_pipeline
     from ..results.images import image_name, save_image
 

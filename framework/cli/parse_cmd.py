@@ -10,12 +10,12 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError
-from ..models.loading import load_tokenizer
-from ..prompts.parsing import analyse_prompt, get_parser
-from ..types import PromptAnalysis
+
+if TYPE_CHECKING:
+    from ..types import PromptAnalysis
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -48,7 +48,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Analyse ``args.prompt`` and print it; errors are raised as ``AttnguideError``."""
     out = out or sys.stdout
+    from ..models.loading import load_tokenizer
     from ..plugin.manager import make_plugin_manager
+    from ..prompts.parsing import analyse_prompt, get_parser
 
     registry = make_plugin_manager().registry
     parser = get_parser(args.parser, _parser_params(args, registry), registry)

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import AttnguideError
 
 
@@ -156,6 +154,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- recipes ------------------------------------------------------------------------------
 def describe_shipped() -> list[dict[str, str]]:
+    import yaml
+
     from ..runs.recipe import shipped_recipes
 
     rows = []

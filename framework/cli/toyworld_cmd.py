@@ -11,12 +11,22 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..toyworld.evaluate import DEFAULT_METHODS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class _DefaultMethods:
+    """``--methods``'s default, read from ``attnguide.toyworld.methods`` only when the help shows
+    it or a run uses it, so that building the parser imports neither numpy nor PIL."""
+
+    def __str__(self) -> str:
+        from ..toyworld.methods import DEFAULT_METHODS
+
+        return ",".join(DEFAULT_METHODS)
 
 
 def register(sub: Any) -> None:
@@ -50,7 +60,7 @@ def register(sub: Any) -> None:
     t.set_defaults(func=run_train)
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
     e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
-    e.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+    e.add_argument("--methods", default=_DefaultMethods(),
                    help="comma-separated methods or loss plugins, each optionally with parameter overrides "
                         "as NAME:KEY=VALUE[:KEY=VALUE], e.g. syngen:step_size=5 (default: %(default)s)")
     e.add_argument("--samples", type=int, default=200, help="two-object prompt x seed samples per method (default 200)")
@@ -134,6 +144,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..toyworld.evaluate import evaluate, markdown_table, resolve_methods
     from .plugins_cmd import run_hooks
 
+    args.methods = str(args.methods)  # the default is a _DefaultMethods until here
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     single = [m.strip() for m in args.single_methods.split(",") if m.strip()]
     if not methods:
@@ -199,6 +210,8 @@ def train_command(args: argparse.Namespace) -> list[str]:
 
 def grid_image(images: list[Image.Image], pad: int = 2) -> Image.Image:
     """Images (all the same size) tiled row-major in a near-square grid with ``pad`` pixel gaps."""
+    from PIL import Image
+
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     w, h = images[0].size

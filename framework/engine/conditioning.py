@@ -46,18 +46,26 @@ class Conditioning:
         """Keyword arguments of the denoiser for the ordinary (CFG) forward."""
         return {**self.added, **self.shared}
 
-    def image_kwargs(self, index: int) -> dict[str, Any]:
-        """Keyword arguments of the denoiser for image ``index``'s guidance forward (batch 1)."""
-        rows: dict[str, Any] = _rows(self.added_cond, index)
+    def image_kwargs(self, images: int | list[int]) -> dict[str, Any]:
+        """Keyword arguments of the denoiser for the guidance forward of image ``images`` (one
+        row) or of several images (one row each, in that order)."""
+        rows: dict[str, Any] = _rows(self.added_cond, [images] if isinstance(images, int) else images)
         return {**rows, **self.shared}
 
 
-def _rows(value: Any, index: int) -> Any:
-    """``value`` with every tensor cut to row ``index`` (nested mappings followed)."""
+def rows_of(value: torch.Tensor, images: list[int]) -> torch.Tensor:
+    """Rows ``images`` of ``value`` (a view when they are consecutive and ascending)."""
+    if images == list(range(images[0], images[0] + len(images))):
+        return value[images[0] : images[0] + len(images)]
+    return value[images]
+
+
+def _rows(value: Any, images: list[int]) -> Any:
+    """``value`` with every tensor cut to rows ``images`` (nested mappings followed)."""
     if isinstance(value, torch.Tensor):
-        return value[index : index + 1]
+        return rows_of(value, images)
     if isinstance(value, dict):
-        return {k: _rows(v, index) for k, v in value.items()}
+        return {k: _rows(v, images) for k, v in value.items()}
     return value
 
 

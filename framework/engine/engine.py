@@ -31,8 +31,8 @@ from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_pl
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
 from .attention import AttentionStore, capture_attention, check_layers
-from .conditioning import T5_LENGTH, Conditioning, encode
-from .guidance import guide_image
+from .conditioning import T5_LENGTH, Conditioning, encode, rows_of
+from .guidance import custom_update, guide_batch
 from .interventions import edited_conditioning, implements, initial_latents
 from .modulation import Modulation
 from .requests import MapRequest, check_requests, requests_of, selected_layers, unet_grids
@@ -83,6 +83,10 @@ class Engine:
             repeated refinement forward. Same results; for benchmarks.
         text_maps: SD3 only: how the CLIP and T5 maps of a word are combined into the maps
             the losses read (``average``, ``clip`` or ``t5``; ``attnguide.engine.text_maps``).
+        batch_guidance: guide all images of a call in one forward and backward per guidance
+            pass (each image's gradient is its own; equal to one at a time within float
+            rounding). Off: one image at a time, as the references. Reference style and a
+            plugin replacing ``attnguide_update_latents`` always go one at a time.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Engine:
         gradient_checkpointing: bool = False,
         reference_style: bool = False,
         text_maps: TextMaps = "average",
+        batch_guidance: bool = True,
     ) -> None:
         self.pipe = pipe
         self.family = family_of(pipe)
@@ -117,6 +122,7 @@ class Engine:
         self.reference_style = reference_style
         self.truncate_guidance = truncate_guidance and not reference_style
         self.text_maps: TextMaps = text_maps
+        self.batch_guidance = batch_guidance
         self._token_matrices: dict[str, torch.Tensor] = {}
         if reference_style and self.family in ("sd3", "flux"):
             raise ConfigError(
@@ -282,7 +288,7 @@ class Engine:
             pipe.scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline
         if implements(run_pm, "attnguide_initial_latents"):
             latents = initial_latents(run, run_pm, latents, timesteps[0],
-                                      lambda z, b: self._forward_maps(z, timesteps[0], text, b, run),
+                                      lambda z, b: self._forward_one(z, timesteps[0], text, b, run),
                                       float(getattr(pipe.scheduler, "init_noise_sigma", 1.0)))
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
@@ -309,37 +315,55 @@ class Engine:
         self, run: RunState, run_pm: Any, weights: dict[str, float], latents: torch.Tensor,
         text: Conditioning, step: int, t: torch.Tensor, num_steps: int,
     ) -> torch.Tensor:
-        updated = []
+        """Every image's guidance for this step: all images in one batch (``batch_guidance``),
+        else one at a time (reference style, or a plugin replacing the latent update)."""
+        contexts = []
         for b, record in enumerate(run.records):
             if record.analysis is None:
                 raise ConfigError(f"prompt {record.prompt!r} has no analysis; guidance needs bindings")
-            state = run.plugin_state.setdefault(b, {})
-            ctx = GuidanceContext(
-                step, num_steps, t.item(), b, record.analysis, state, num_timesteps=len(run.timesteps),
-                time=scheduler_time(self.pipe.scheduler, t.item()), previous_maps=self._previous_maps(run, b, step),
-            )
+            contexts.append(GuidanceContext(
+                step, num_steps, t.item(), b, record.analysis, run.plugin_state.setdefault(b, {}),
+                num_timesteps=len(run.timesteps), time=scheduler_time(self.pipe.scheduler, t.item()),
+                previous_maps=self._previous_maps(run, b, step),
+            ))
 
-            def maps_fn(z: torch.Tensor, b: int = b, ctx: GuidanceContext = ctx) -> torch.Tensor:
-                maps, ctx.extra_maps = self._forward_maps(z, t, text, b, run, step)
-                return maps
+        def forward(z: torch.Tensor, images: list[int]) -> list[torch.Tensor]:
+            maps, extras = self._forward_maps(z, t, text, images, run, step)
+            for b, extra in zip(images, extras):
+                contexts[b].extra_maps = extra
+            return maps
 
-            new, maps = guide_image(
-                run_pm, ctx, latents[b : b + 1], maps_fn, weights, record, repeat_refinement_forward=self.reference_style
-            )
-            if maps is not None:
-                run.guidance_maps.setdefault(step, {})[b] = maps.cpu()
+        together = self.batch_guidance and not self.reference_style and not custom_update(run_pm)
+        groups = [list(range(len(contexts)))] if together else [[b] for b in range(len(contexts))]
+        updated = []
+        for group in groups:
+            new, maps = guide_batch(run_pm, [contexts[b] for b in group], latents[group[0] : group[-1] + 1], forward,
+                                    weights, [run.records[b] for b in group],
+                                    repeat_refinement_forward=self.reference_style)
+            for b, image_maps in zip(group, maps):
+                if image_maps is not None:
+                    run.guidance_maps.setdefault(step, {})[b] = image_maps.cpu()
             updated.append(new)
         return torch.cat(updated)
 
-    def _forward_maps(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, b: int,
-                      run: RunState, step: int | None = None) -> tuple[torch.Tensor, dict[Any, torch.Tensor]]:
-        """Image ``b``'s conditional forward on ``z: [1, ...]`` at ``t``: ``(maps [tokens, H, W],
-        {MapRequest: maps} for the run's requests)``, differentiable w.r.t. ``z``."""
-        self._set_rows([(b, "cond")], step)
+    def _forward_maps(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, images: list[int],
+                      run: RunState, step: int | None = None) -> tuple[list[torch.Tensor], list[dict[Any, torch.Tensor]]]:
+        """The conditional forward of ``images`` on ``z: [k, ...]`` (one row each) at ``t``: per
+        image ``maps [tokens, H, W]`` and ``{MapRequest: maps}`` for the run's requests,
+        differentiable w.r.t. ``z``."""
+        self._set_rows([(b, "cond") for b in images], step)
         with self.store.capture(truncate=self.truncate_guidance, extras=True), self.fabric.autocast():
-            self._predict(z, t, text.cond[b : b + 1], text.image_kwargs(b))
-        extra = {request: store.maps()[0] for request, store in self.store.extras.items()}
-        return self._losses_view(self.store.maps()[0], run.records[b].prompt), extra
+            self._predict(z, t, rows_of(text.cond, images), text.image_kwargs(images))
+        maps = self.store.maps()
+        extras = {request: store.maps() for request, store in self.store.extras.items()}
+        views = [self._losses_view(maps[k], run.records[b].prompt) for k, b in enumerate(images)]
+        return views, [{request: m[k] for request, m in extras.items()} for k in range(len(images))]
+
+    def _forward_one(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, b: int,
+                     run: RunState) -> tuple[torch.Tensor, dict[Any, torch.Tensor]]:
+        """``_forward_maps`` for image ``b`` alone: ``(maps [tokens, H, W], {MapRequest: maps})``."""
+        maps, extras = self._forward_maps(z, t, text, [b], run)
+        return maps[0], extras[0]
 
     def _embeds_forward(self, run: RunState, text: Conditioning, t: torch.Tensor,
                         step: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:

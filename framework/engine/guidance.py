@@ -1,29 +1,40 @@
-"""The guidance phase of one denoising step for one image.
+"""The guidance phase of one denoising step, for a batch of images at once.
 
 forward (conditional branch, with gradients, maps captured) -> loss terms from every loss
-plugin -> optional iterative refinement -> one latent update through the update hook.
+plugin, per image -> optional iterative refinement -> one latent update per image.
 Refinement reuses the maps of the last forward: each forward serves both the stop test and
 the next update, so no forward is run twice on the same latents.
+
+All images of a batch share each forward and each backward: an image's loss depends on its
+own latents only, so the gradient of the batch's summed objective w.r.t. its row is its own
+gradient. Images leave the batch as they finish (no refinement, or refinement stopped), so
+per-image stopping and per-image logs are as when each image runs alone. A plugin that
+replaces ``attnguide_update_latents`` is called per image, so the engine then guides one image
+at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 import torch
 
 from ..errors import PluginError
-from ..plugin.dispatch import invoke, invoke_first
+from ..plugin.dispatch import implementers, invoke, invoke_first
 from ..types import GuidanceContext, LossRecord, LossTerm, Terms
 from .state import ImageRecord
+from .update import DEFAULT_UPDATE, Descent, descend
 
 log = logging.getLogger(__name__)
 
 MapsFn = Callable[[torch.Tensor], torch.Tensor]
+BatchMapsFn = Callable[[torch.Tensor, list[int]], list[torch.Tensor]]
+"""``(z [k, C, h, w] requiring grad, image indices (k)) -> k maps [tokens, H, W]``."""
 
 
 def evaluate_terms(pm: pluggy.PluginManager, ctx: GuidanceContext, maps: torch.Tensor,
@@ -80,12 +91,57 @@ def _finite(terms: Terms, ctx: GuidanceContext, record: ImageRecord) -> bool:
     return not bad
 
 
-def _update(pm: pluggy.PluginManager, ctx: GuidanceContext, z: torch.Tensor, terms: Terms, record: ImageRecord) -> torch.Tensor:
-    if not terms or not _finite(terms, ctx, record):
-        return z.detach()
-    if all(float(term.value.detach()) == 0.0 for _, _, term in terms):
-        return z.detach()  # as the references: no update when the loss is exactly zero
-    new = invoke_first(pm.hook.attnguide_update_latents, where=f"at step {ctx.step}", ctx=ctx, latents=z, terms=terms)
+def custom_update(pm: pluggy.PluginManager) -> bool:
+    """Whether a run plugin replaces the default latent update (then guidance is per image)."""
+    return any(name != DEFAULT_UPDATE for name in implementers(pm.hook.attnguide_update_latents))
+
+
+@dataclass
+class _Image:
+    """One image's progress through the guidance phase."""
+
+    index: int
+    ctx: GuidanceContext
+    record: ImageRecord
+    leaf: torch.Tensor  # grad-requiring latents of its last forward
+    row: int  # its row there
+    maps: torch.Tensor
+    terms: Terms = field(default_factory=list)
+    refining: bool = False
+    stop: bool = False
+    iteration: int = 0
+    cap: int = 0
+    result: torch.Tensor | None = None
+
+
+def _usable(image: _Image) -> bool:
+    """Whether ``image``'s terms call for an update (else: skipped, logged when non-finite)."""
+    terms = image.terms
+    if not terms or not _finite(terms, image.ctx, image.record):
+        return False
+    return not all(float(term.value.detach()) == 0.0 for _, _, term in terms)  # as the references
+
+
+def _update_all(pm: pluggy.PluginManager, images: list[_Image], per_image_hook: bool) -> list[torch.Tensor]:
+    """Each image's latents after one update from its current terms: ``[1, C, h, w]`` detached."""
+    usable = [_usable(image) for image in images]
+    out = [image.leaf[image.row : image.row + 1].detach() for image in images]
+    if per_image_hook:
+        for k, image in enumerate(images):
+            if usable[k]:
+                out[k] = _hook_update(pm, image)
+        return out
+    chosen = [k for k in range(len(images)) if usable[k]]
+    stepped = descend([Descent(images[k].leaf, images[k].row, images[k].terms) for k in chosen])
+    for k, z in zip(chosen, stepped):
+        out[k] = z
+    return out
+
+
+def _hook_update(pm: pluggy.PluginManager, image: _Image) -> torch.Tensor:
+    ctx, z = image.ctx, image.leaf
+    new = invoke_first(pm.hook.attnguide_update_latents, where=f"at step {ctx.step}", ctx=ctx, latents=z,
+                       terms=image.terms)
     if new is not None and not isinstance(new, torch.Tensor):
         raise PluginError(f"attnguide_update_latents returned {type(new).__name__}, expected a tensor")
     return (z if new is None else new).detach()
@@ -93,6 +149,96 @@ def _update(pm: pluggy.PluginManager, ctx: GuidanceContext, z: torch.Tensor, ter
 
 def _needs_refinement(terms: Terms) -> bool:
     return any(t.refine_below is not None and float(t.value.detach()) > t.refine_below for _, _, t in terms)
+
+
+def guide_batch(
+    pm: pluggy.PluginManager,
+    contexts: Sequence[GuidanceContext],
+    latents: torch.Tensor,
+    forward: BatchMapsFn,
+    weights: dict[str, float],
+    records: Sequence[ImageRecord],
+    repeat_refinement_forward: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Run the guidance phase for ``B`` images together.
+
+    Args:
+        contexts: one context per image (its ``index`` names the image for ``forward``).
+        latents: ``[B, C, h, w]`` latents before guidance.
+        forward: the conditional forward of several images on grad-requiring latents.
+        repeat_refinement_forward: run the reference's extra forward before refinement.
+
+    Returns:
+        ``(latents after guidance [B, C, h, w] detached, per image the maps [tokens, H, W] of
+        its last evaluation, detached - or None when no plugin was active for it)``.
+    """
+    per_image_hook = custom_update(pm)
+    if per_image_hook and len(contexts) > 1:
+        raise ValueError("a plugin replaces attnguide_update_latents: guide one image at a time")
+    with torch.enable_grad():
+        z = latents.detach().requires_grad_(True)
+        maps = forward(z, [ctx.image_index for ctx in contexts])
+        images = [_Image(ctx.image_index, ctx, rec, z, k, maps[k]) for k, (ctx, rec) in enumerate(zip(contexts, records))]
+        for image in images:
+            image.terms = evaluate_terms(pm, image.ctx, image.maps, weights)
+            _record(image.record, image.ctx, image.terms)
+        active = [image for image in images if image.terms]
+        for image in active:
+            image.refining = _needs_refinement(image.terms)
+        if repeat_refinement_forward:
+            _forward(pm, [image for image in active if image.refining], forward, weights, record=False)
+        for image in active:
+            if image.refining:
+                image.cap = min((t.max_refinement for _, _, t in image.terms if t.refine_below is not None), default=0)
+        while active:
+            active = _round(pm, active, forward, weights, per_image_hook)
+    out = [latents[k : k + 1] if image.result is None else image.result for k, image in enumerate(images)]
+    return torch.cat(out), [None if image.result is None else image.maps.detach() for image in images]
+
+
+def _round(pm: pluggy.PluginManager, active: list[_Image], forward: BatchMapsFn, weights: dict[str, float],
+           per_image_hook: bool) -> list[_Image]:
+    """One update of every active image; refining ones then run their next forward together.
+
+    Attend-and-Excite's refinement, without its repeated forward: the reference loops forward,
+    update, and stops once the loss *before* that update was below target (or after the cap),
+    then runs one more forward for the final update. Here each forward's maps serve the next
+    update directly. Returns the images that still have an update to make."""
+    for image in active:
+        if image.refining:
+            image.iteration += 1
+            image.stop = not _needs_refinement(image.terms) or image.iteration >= image.cap
+    updated = _update_all(pm, active, per_image_hook)
+    refining = []
+    for image, z in zip(active, updated):
+        if image.refining:
+            image.leaf, image.row = z, 0
+            refining.append(image)
+        else:
+            image.result = z
+    if refining:
+        for image in refining:
+            image.ctx.refinement = image.iteration
+        _forward(pm, refining, forward, weights, record=True)
+    for image in refining:
+        if image.stop or not image.terms:
+            image.refining = False
+            image.record.refinement_iterations[image.ctx.step] = image.iteration
+    return refining
+
+
+def _forward(pm: pluggy.PluginManager, images: list[_Image], forward: BatchMapsFn, weights: dict[str, float],
+             *, record: bool) -> None:
+    """Run ``images``' next forward in one batch (new grad-requiring leaf) and evaluate their terms."""
+    if not images:
+        return
+    z = torch.cat([image.leaf[image.row : image.row + 1].detach() for image in images]).requires_grad_(True)
+    maps = forward(z, [image.index for image in images])
+    for k, image in enumerate(images):
+        image.leaf, image.row, image.maps = z, k, maps[k]
+        image.terms = evaluate_terms(pm, image.ctx, image.maps, weights)
+        if record:
+            _record(image.record, image.ctx, image.terms)
 
 
 def guide_image(
@@ -104,7 +250,7 @@ def guide_image(
     record: ImageRecord,
     repeat_refinement_forward: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run the guidance phase for one image.
+    """Run the guidance phase for one image (``guide_batch`` with a batch of one).
 
     Args:
         latent: ``[1, C, h, w]`` latents before guidance.
@@ -115,45 +261,5 @@ def guide_image(
         ``(latent after guidance [1, C, h, w] detached, maps [tokens, H, W] of the last
         evaluation, detached - or None when no plugin was active)``.
     """
-    with torch.enable_grad():
-        z = latent.detach().requires_grad_(True)
-        maps = maps_fn(z)
-        terms = evaluate_terms(pm, ctx, maps, weights)
-        if not terms:
-            return latent, None
-        _record(record, ctx, terms)
-        if _needs_refinement(terms):
-            if repeat_refinement_forward:
-                z = z.detach().requires_grad_(True)
-                maps = maps_fn(z)
-                terms = evaluate_terms(pm, ctx, maps, weights)
-            z, maps, terms = _refine(pm, ctx, z, maps_fn, weights, record, terms)
-        z = _update(pm, ctx, z, terms, record)
-    return z, maps.detach()
-
-
-def _refine(
-    pm: pluggy.PluginManager, ctx: GuidanceContext, z: torch.Tensor, maps_fn: MapsFn, weights: dict[str, float],
-    record: ImageRecord, terms: Terms,
-) -> tuple[torch.Tensor, torch.Tensor, Terms]:
-    """Attend-and-Excite's iterative refinement, without its repeated forward.
-
-    The reference loops: forward, update, and stops once the loss *before* that update was
-    below target (or after the cap), then runs one more forward for the final update. Here
-    each forward's maps serve the next update directly.
-    """
-    cap = min((t.max_refinement for _, _, t in terms if t.refine_below is not None), default=0)
-    iteration = 0
-    while True:
-        iteration += 1
-        stop = not _needs_refinement(terms) or iteration >= cap
-        z = _update(pm, ctx, z, terms, record).requires_grad_(True)
-        ctx.refinement = iteration
-        maps = maps_fn(z)
-        terms = evaluate_terms(pm, ctx, maps, weights)
-        _record(record, ctx, terms)
-        if stop or not terms:
-            break
-    record.refinement_iterations[ctx.step] = iteration
-    return z, maps, terms
-
+    z, maps = guide_batch(pm, [ctx], latent, lambda z, _: [maps_fn(z)], weights, [record], repeat_refinement_forward)
+    return z, maps[0]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import gzip
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 NUM_MERGES = 49152 - 256 - 2
 VOCAB_SIZE = 49408
@@ -58,6 +60,8 @@ def clip_tokenizer(model_max_length: int = 77, pad_token: str = "<|endoftext|>")
         pad_token: ``"<|endoftext|>"`` as SD 1.x's CLIP tokenizer; ``"!"`` as SD 2.x's
             OpenCLIP tokenizer.
     """
+    from transformers import CLIPTokenizer  # here, not at the top: importing transformers takes seconds
+
     encoder, merges = clip_vocabulary()
     return CLIPTokenizer(
         vocab=dict(encoder),

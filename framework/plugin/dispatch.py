@@ -103,6 +103,11 @@ def has_implementations(hook: pluggy.HookCaller) -> bool:
     return bool(hook.get_hookimpls())
 
 
+def implementers(hook: pluggy.HookCaller) -> list[str]:
+    """Names of the plugins that implement ``hook``, in run order."""
+    return [impl.plugin_name for impl in run_order(hook)]
+
+
 def invoke_first(hook: pluggy.HookCaller, *, where: str = "", **kwargs: Any) -> Any:
     """The first non-None result of ``hook`` in run order (``firstresult`` hooks), or None."""
     results = invoke(hook, firstresult=True, where=where, **kwargs)

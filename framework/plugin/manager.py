@@ -211,7 +211,7 @@ def run_plugin_manager(plugins: Iterable[tuple[str, object]]) -> AttnguidePlugin
     from ..engine import update
 
     pm = AttnguidePluginManager()
-    pm.register_checked(update, name="attnguide.engine.update", role="run")
+    pm.register_checked(update, name=update.DEFAULT_UPDATE, role="run")
     for name, plugin in plugins:
         pm.register_checked(plugin, name=name, role="run")
     return pm

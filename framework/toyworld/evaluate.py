@@ -23,20 +23,11 @@ from ..metrics.stats import bootstrap_ci
 from ..plugin.manager import Registry
 from ..plugin.specs import Kind, build_plugin, to_spec
 from .judge import binding_outcome, detect
+from .methods import DEFAULT_METHODS as DEFAULT_METHODS  # explicit re-exports (mypy): both names were
+from .methods import METHODS as METHODS  # defined here before methods.py kept them out of torch's way
 from .render import article
 from .scene import COLOURS, SHAPES
 
-METHODS: dict[str, list[dict[str, Any]]] = {
-    "none": [],
-    "syngen": [{"name": "syngen"}],
-    "entropy_syngen": [{"name": "entropy_syngen", "unrelated_entropy": "as_written"}],
-    "entropy_syngen_diffuse": [{"name": "entropy_syngen", "unrelated_entropy": "diffuse"}],
-    "attend_excite": [{"name": "attend_excite"}],
-    "astar": [{"name": "astar"}],
-}
-"""Method name -> the losses it runs, each with the plugin's defaults (the papers' settings).
-Any other registered loss plugin name is accepted too and runs with its defaults."""
-DEFAULT_METHODS = tuple(METHODS)
 BASELINE = "none"  # the method every other one is paired with
 PROMPT_SEED_OFFSET = 7919  # prompts and generation seeds come from different streams
 
