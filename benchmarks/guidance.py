@@ -3,6 +3,11 @@
     python -m benchmarks.guidance --quick --json bench.json
     python -m benchmarks.guidance --models tiny,mid --methods none,syngen,attend_excite --repeats 3
     python -m benchmarks.guidance --models sdxl,sd3,flux --methods none,syngen --steps 10 --repeats 1  # CUDA
+    python -m benchmarks.guidance --models mid --methods none,syngen,attend_excite --steps 50 --batches 1,4
+
+Each model's rows include diffusers' own pipeline call (``diffusers_pipeline``, unguided), so
+the engine's unguided cost is measured against it in every run; guided methods at batch > 1
+are timed batched (``optimized``) and one image at a time (``per_image``).
 
 Every configuration (model x method x mode) runs once as warm-up, then the repeats are
 interleaved (repeat 1 of every configuration, then repeat 2 ...) so drift hits all alike.
@@ -50,29 +55,32 @@ class Sample:
     latents: torch.Tensor | None = None
 
 
-def _timer_callback() -> Any:
-    from attnguide.plugin.callbacks import Callback
-    from attnguide.plugin.hookspecs import hookimpl
+class StepTimer:
+    """Per-step wall time without a plugin (a plugin would make the unguided run install its
+    capture): the time between the ends of consecutive ``scheduler.step`` calls. Step 0 also
+    holds text encoding and noise set-up and is not reported."""
 
-    class Timer(Callback):
-        name = "step_timer"
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.ends: list[float] = []
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.start: dict[int, float] = {}
-            self.durations: dict[int, float] = {}
+    def __enter__(self) -> StepTimer:
+        original = self.scheduler.step
 
-        @hookimpl
-        def on_step_start(self, step: int) -> None:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
             _sync()
-            self.start[step] = time.perf_counter()
+            self.ends.append(time.perf_counter())
+            return out
 
-        @hookimpl
-        def on_step_end(self, step: int) -> None:
-            _sync()
-            self.durations[step] = time.perf_counter() - self.start[step]
+        self.scheduler.step = step
+        return self
 
-    return Timer()
+    def __exit__(self, *exc: object) -> None:
+        del self.scheduler.step
+
+    def durations(self) -> dict[int, float]:
+        return {i: self.ends[i] - self.ends[i - 1] for i in range(1, len(self.ends))}
 
 
 def _sync() -> None:
@@ -114,26 +122,41 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * 4096
 
 
-def run_once(engine: Engine, method: str, steps: int, size: int, analysis: Any = None) -> Sample:
-    timer = _timer_callback()
+def run_once(engine: Engine, method: str, steps: int, size: int, analysis: Any = None, batch: int = 1) -> Sample:
+    """One call of ``batch`` images (the prompt, seeds 0..batch-1) through ``engine``."""
     specs = [] if method == "none" else _loss_spec(method)
     registry = engine.pm.registry
     interventions = [s for s in specs if s["name"] in registry.classes["callback"]
                      and s["name"] not in registry.classes["loss"]]  # structure_diffusion
     losses = [s for s in specs if s not in interventions]
-    with PeakMemory() as mem:
+    with PeakMemory() as mem, StepTimer(engine.pipe.scheduler) as timer:
         _sync()
         start = time.perf_counter()
-        result = engine.generate(PROMPT, [0], steps=steps, height=size, width=size, losses=losses,
-                                 callbacks=[*interventions, timer], analyses=[analysis] if analysis else None,
-                                 progress=False)
+        result = engine.generate([PROMPT] * batch, list(range(batch)), steps=steps, height=size, width=size,
+                                 losses=losses, callbacks=interventions,
+                                 analyses=[analysis] if analysis else None, progress=False, output_type="latent")
         _sync()
         seconds = time.perf_counter() - start
-    guided_steps = {r["step"] for r in result.records[0].losses}
+    guided_steps = {r.step for r in result.records[0].losses}
     sample = Sample(seconds, peak_mb=mem.peak / 2**20, latents=result.latents)
-    for step, dur in timer.durations.items():
+    for step, dur in timer.durations().items():
         (sample.guided if step in guided_steps else sample.plain).append(dur)
     return sample
+
+
+def run_pipeline(pipe: Any, steps: int, size: int, batch: int = 1) -> Sample:
+    """The same images through diffusers' own pipeline call (the unguided baseline)."""
+    pipe.set_progress_bar_config(disable=True)
+    with PeakMemory() as mem, StepTimer(pipe.scheduler) as timer:
+        _sync()
+        start = time.perf_counter()
+        latents = pipe([PROMPT] * batch, num_inference_steps=steps, height=size, width=size,
+                       generator=[torch.Generator("cpu").manual_seed(s) for s in range(batch)],
+                       output_type="latent").images
+        _sync()
+        seconds = time.perf_counter() - start
+    return Sample(seconds, plain=list(timer.durations().values()), peak_mb=mem.peak / 2**20,
+                  latents=latents.float().cpu())
 
 
 def _loss_spec(method: str) -> list[Any]:
@@ -147,14 +170,18 @@ def _loss_spec(method: str) -> list[Any]:
     return [{"name": name, **overrides}]
 
 
-def _engines(pipe: Any, precision: str) -> dict[str, Engine]:
+def _engines(pipe: Any, precision: str, compiled: bool = False) -> dict[str, Engine]:
     from attnguide.engine.runtime import RuntimeConfig
 
     runtime = RuntimeConfig(precision=precision)
     parser = {"parser": "manual", "parser_params": {"bindings": BINDINGS}}  # no parser model needed
-    engines = {"optimized": Engine(pipe, runtime=runtime, **parser)}
+    engines = {"optimized": Engine(pipe, runtime=runtime, **parser),
+               "per_image": Engine(pipe, runtime=runtime, batch_guidance=False, **parser)}
     if engines["optimized"].family in ("sd", "sdxl"):  # SD3/Flux joint attention has no classic processor
         engines["reference"] = Engine(pipe, runtime=runtime, reference_style=True, **parser)
+    if compiled:
+        fast = runtime.model_copy(update={"compile": True, "channels_last": True})
+        engines["compiled"] = Engine(pipe, runtime=fast, **parser)
     return engines
 
 
@@ -166,50 +193,73 @@ def default_precision(model: str, cuda: bool) -> str:
     return "bf16-mixed" if model in FULL_SIZE_MODELS else "16-mixed"
 
 
+def configurations(methods: list[str], modes: list[str], batches: list[int]) -> list[tuple[str, str, int]]:
+    """``(method, mode, batch)`` to time. ``optimized`` everywhere; ``per_image`` (guidance one
+    image at a time) for guided methods at batch > 1; ``reference`` at batch 1; ``compiled`` and
+    ``diffusers_pipeline`` (diffusers' own call) for ``none``."""
+    out = []
+    for batch in batches:
+        for method in methods:
+            for mode in modes:
+                if mode == "per_image" and (batch == 1 or method == "none"):
+                    continue
+                if mode == "reference" and batch != 1:
+                    continue
+                if mode in ("compiled", "diffusers_pipeline") and method != "none":
+                    continue
+                out.append((method, mode, batch))
+    return out
+
+
 def bench_model(name: str, methods: list[str], steps: int, repeats: int, precision: str,
-                reference: bool = True) -> list[dict[str, Any]]:
+                reference: bool = True, batches: tuple[int, ...] = (1,), compiled: bool = False) -> list[dict[str, Any]]:
     pipe = build(name)
     dtype = DTYPES.get(precision.split("-")[0])
     if dtype is not None and torch.cuda.is_available():  # weights in the precision's dtype (full size: built in bf16)
         pipe.to(dtype)
-    engines = _engines(pipe, precision)
+    engines = _engines(pipe, precision, compiled)
     if not reference:
-        engines = {"optimized": engines["optimized"]}
-    analysis = next(iter(engines.values())).analyse(PROMPT)
+        engines.pop("reference", None)
+    analysis = engines["optimized"].analyse(PROMPT)
     size = SIZES[name]
-    configs = [(m, mode) for m in methods for mode in engines]
-    samples: dict[tuple[str, str], list[Sample]] = {c: [] for c in configs}
-    for method, mode in configs:  # warm-up
-        _run_with_analysis(engines[mode], method, steps, size, analysis)
-        print(f"  {name} {method} {mode} warm-up done", file=sys.stderr, flush=True)
+    configs = configurations(methods, [*engines, "diffusers_pipeline"], list(batches))
+
+    def once(method: str, mode: str, batch: int) -> Sample:
+        if mode == "diffusers_pipeline":
+            return run_pipeline(pipe, steps, size, batch)
+        return run_once(engines[mode], method, steps, size, analysis, batch)
+
+    samples: dict[tuple[str, str, int], list[Sample]] = {c: [] for c in configs}
+    for config in configs:  # warm-up
+        once(*config)
+        print(f"  {name} {' '.join(map(str, config))} warm-up done", file=sys.stderr, flush=True)
     for r in range(repeats):
-        for method, mode in configs:
-            samples[(method, mode)].append(_run_with_analysis(engines[mode], method, steps, size, analysis))
-            print(f"  {name} {method} {mode} repeat {r + 1}: {samples[(method, mode)][-1].seconds:.2f} s",
+        for config in configs:
+            samples[config].append(once(*config))
+            print(f"  {name} {' '.join(map(str, config))} repeat {r + 1}: {samples[config][-1].seconds:.2f} s",
                   file=sys.stderr, flush=True)
     return _rows(name, samples, steps, precision)
-
-
-def _run_with_analysis(engine: Engine, method: str, steps: int, size: int, analysis: Any) -> Sample:
-    return run_once(engine, method, steps, size, analysis)
 
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int,
+def _rows(model: str, samples: dict[tuple[str, str, int], list[Sample]], steps: int,
           precision: str) -> list[dict[str, Any]]:
     rows = []
-    for (method, mode), runs in samples.items():
-        other = samples.get((method, "reference" if mode == "optimized" else "optimized"))
+    for (method, mode, batch), runs in samples.items():
+        # latents compared with the optimised engine's (for the optimised rows: with the reference)
+        other = samples.get((method, "reference", batch) if mode == "optimized" else (method, "optimized", batch))
         diff = max(
             (float((a.latents - b.latents).abs().max()) for a, b in zip(runs, other or []) if a.latents is not None),
             default=None,
         )
+        seconds = _median([s.seconds for s in runs])
         rows.append({
-            "model": model, "method": method, "mode": mode, "steps": steps, "precision": precision,
-            "s_per_image": _median([s.seconds for s in runs]),
+            "model": model, "method": method, "mode": mode, "batch": batch, "steps": steps, "precision": precision,
+            "s_per_image": seconds / batch if seconds else None,
+            "images_per_s": batch / seconds if seconds else None,
             "s_per_guided_step": _median([d for s in runs for d in s.guided]),
             "s_per_plain_step": _median([d for s in runs for d in s.plain]),
             "peak_mem_mb": _median([s.peak_mb for s in runs]),
@@ -220,21 +270,30 @@ def _rows(model: str, samples: dict[tuple[str, str], list[Sample]], steps: int,
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Speed-up of optimised over reference per (model, method), and guided/plain ratios."""
+    """Per (model, method, batch) of the optimised engine: speed-up over the reference style,
+    over guidance one image at a time, guided/plain step time, peak memory over unguided, and
+    for ``none`` the cost over diffusers' own pipeline (and the compiled engine's speed-up)."""
     out = []
-    by = {(r["model"], r["method"], r["mode"]): r for r in rows}
-    for (model, method, mode), row in by.items():
+    by = {(r["model"], r["method"], r["mode"], r.get("batch", 1)): r for r in rows}
+    for (model, method, mode, batch), row in by.items():
         if mode != "optimized":
             continue
-        ref = by.get((model, method, "reference"))
-        plain = by.get((model, "none", "optimized"))
-        entry = {"model": model, "method": method}
-        if ref and row["s_per_image"]:
-            entry["speedup_vs_reference"] = ref["s_per_image"] / row["s_per_image"]
+        plain = by.get((model, "none", "optimized", batch))
+        entry: dict[str, Any] = {"model": model, "method": method, "batch": batch}
+        for label, other in (("speedup_vs_reference", "reference"), ("speedup_vs_per_image", "per_image")):
+            ref = by.get((model, method, other, batch))
+            if ref and row["s_per_image"] and ref["s_per_image"]:
+                entry[label] = ref["s_per_image"] / row["s_per_image"]
         if plain and row["s_per_guided_step"] and plain["s_per_plain_step"]:
             entry["guided_step_over_plain_step"] = row["s_per_guided_step"] / plain["s_per_plain_step"]
         if plain and row["peak_mem_mb"] and plain["peak_mem_mb"]:
             entry["peak_mem_over_plain"] = row["peak_mem_mb"] / plain["peak_mem_mb"]
+        pipeline = by.get((model, method, "diffusers_pipeline", batch))
+        if pipeline and row["s_per_image"] and pipeline["s_per_image"]:
+            entry["engine_over_diffusers_pipeline"] = row["s_per_image"] / pipeline["s_per_image"]
+        compiled = by.get((model, method, "compiled", batch))
+        if compiled and pipeline and compiled["s_per_image"]:
+            entry["compiled_speedup_vs_diffusers_pipeline"] = pipeline["s_per_image"] / compiled["s_per_image"]
         out.append(entry)
     return out
 
@@ -272,11 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write rows, ratios and environment to this file")
     parser.add_argument("--no-reference", action="store_true",
                         help="time the optimised engine only (no reference-style runs): the cost of each method")
+    parser.add_argument("--batches", default="1",
+                        help="comma list of batch sizes (images per call), e.g. 1,4,8; guided methods at batch > 1 "
+                             "are also timed one image at a time (per_image)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the unguided engine with torch.compile and channels-last (mode compiled)")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     models = (args.models or ("tiny,mid,sd15" if cuda else "tiny,mid")).split(",")
     methods = args.methods.split(",")
     steps, repeats = args.steps, args.repeats
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        parser.error(f"--batches: comma list of positive integers, got {args.batches!r}")
+    if any(b < 1 for b in batches):
+        parser.error(f"--batches: comma list of positive integers, got {args.batches!r}")
     if args.quick:
         models, methods = list(QUICK_MODELS), ["none", "syngen", "attend_excite"]
         steps, repeats = steps or 4, 1
@@ -293,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         model_steps = steps or DEFAULT_STEPS.get(model, 10)
         precision = args.precision or default_precision(model, cuda)
-        rows += bench_model(model, methods, model_steps, repeats, precision, reference=not args.no_reference)
+        rows += bench_model(model, methods, model_steps, repeats, precision, reference=not args.no_reference,
+                            batches=batches, compiled=args.compile)
         text = _write(args.json, rows)  # after every model, so a cut-short run keeps its results
         _release()
     print(text)

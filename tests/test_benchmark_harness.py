@@ -11,19 +11,50 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-@pytest.mark.slow
-def test_benchmark_writes_rows_and_ratios_for_both_modes(tmp_path):
+def test_benchmark_writes_rows_and_ratios_for_every_mode_and_batch(tmp_path):
     from benchmarks.guidance import main
 
     out = tmp_path / "bench.json"
-    assert main(["--models", "tiny", "--methods", "none,syngen", "--steps", "2", "--repeats", "1",
-                 "--json", str(out)]) == 0
+    assert main(["--models", "tiny", "--methods", "none,syngen:step_size=5", "--steps", "4", "--repeats", "1",
+                 "--batches", "1,2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    modes = {(r["method"], r["mode"]) for r in report["rows"]}
-    assert modes == {("none", "optimized"), ("none", "reference"), ("syngen", "optimized"), ("syngen", "reference")}
-    syngen = next(r for r in report["rows"] if r["method"] == "syngen" and r["mode"] == "optimized")
+    modes = {(r["method"], r["mode"], r["batch"]) for r in report["rows"]}
+    assert modes == {
+        ("none", "optimized", 1), ("none", "reference", 1), ("none", "diffusers_pipeline", 1),
+        ("syngen:step_size=5", "optimized", 1), ("syngen:step_size=5", "reference", 1),
+        ("none", "optimized", 2), ("none", "diffusers_pipeline", 2),
+        ("syngen:step_size=5", "optimized", 2), ("syngen:step_size=5", "per_image", 2),
+    }
+    rows = {(r["method"], r["mode"], r["batch"]): r for r in report["rows"]}
+    syngen = rows[("syngen:step_size=5", "optimized", 1)]
     assert syngen["s_per_guided_step"] > 0 and syngen["max_latent_diff"] < 1e-3
-    assert {"speedup_vs_reference", "guided_step_over_plain_step"} <= set(report["ratios"][1])
+    # the unguided engine is diffusers' loop: the same latents as the pipeline's own call
+    assert rows[("none", "diffusers_pipeline", 1)]["max_latent_diff"] == 0.0
+    assert rows[("none", "diffusers_pipeline", 2)]["max_latent_diff"] == 0.0
+    assert rows[("syngen:step_size=5", "per_image", 2)]["max_latent_diff"] < 1e-3
+    assert rows[("none", "optimized", 2)]["images_per_s"] > 0
+    ratios = {(r["method"], r["batch"]): r for r in report["ratios"]}
+    assert {"speedup_vs_reference", "guided_step_over_plain_step"} <= set(ratios[("syngen:step_size=5", 1)])
+    assert "speedup_vs_per_image" in ratios[("syngen:step_size=5", 2)]
+    assert "engine_over_diffusers_pipeline" in ratios[("none", 1)]
+
+
+def test_benchmark_no_reference_times_the_engine_alone(tmp_path):
+    from benchmarks.guidance import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--models", "tiny", "--methods", "none", "--steps", "2", "--repeats", "1", "--no-reference",
+                 "--json", str(out)]) == 0
+    modes = {r["mode"] for r in json.loads(out.read_text())["rows"]}
+    assert modes == {"optimized", "diffusers_pipeline"}
+
+
+def test_benchmark_refuses_a_bad_batch_list(capsys):
+    from benchmarks.guidance import main
+
+    with pytest.raises(SystemExit):
+        main(["--models", "tiny", "--batches", "1,0"])
+    assert "--batches" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -32,7 +63,7 @@ def test_benchmark_reports_guided_over_plain_and_memory_for_every_family(tmp_pat
     from benchmarks.guidance import main
 
     out = tmp_path / "bench.json"
-    assert main(["--models", model, "--methods", "none,syngen", "--steps", "2", "--repeats", "1",
+    assert main(["--models", model, "--methods", "none,syngen", "--steps", "4", "--repeats", "1",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     syngen = next(r for r in report["ratios"] if r["model"] == model and r["method"] == "syngen")

@@ -109,6 +109,7 @@ class Engine:
         self.pipe = pipe
         self.family = family_of(pipe)
         self.fabric = fabric or make_fabric(runtime)
+        self.runtime = runtime or RuntimeConfig()
         self.pm = plugin_manager or make_plugin_manager()
         if attention_resolution == "auto":
             attention_resolution = default_attention_resolution(pipe)
@@ -137,6 +138,16 @@ class Engine:
             module.requires_grad_(False)
             module.eval()
             self.fabric.to_device(module)
+        self._compiled = self._fast_path(self.runtime)
+
+    def _fast_path(self, runtime: RuntimeConfig) -> Any:
+        """Apply ``runtime.channels_last`` (UNets) and build the compiled denoiser for forwards
+        that capture nothing (``runtime.compile``), or None."""
+        if runtime.channels_last and self.family in ("sd", "sdxl"):
+            self.denoiser.to(memory_format=torch.channels_last)
+        if not runtime.compile:
+            return None
+        return torch.compile(self.denoiser, backend=runtime.compile_backend)
 
     @classmethod
     def from_model(cls, model: str, *, scheduler: str | None = None, **kwargs: Any) -> Engine:
@@ -206,9 +217,13 @@ class Engine:
         weights = {p.name: p.weight for p in loss_plugins}
         requests = self._install_requests(run.plugins, cfg.resolve_size(self.pipe))
         self._install_modulation(run, run_pm, cfg.resolve_size(self.pipe))
+        # A run without plugins (an ablation's baseline) keeps the model's own processors: its
+        # loop is the pipeline's, with nothing installed that could cost time.
+        capture = (capture_attention(self.denoiser, self.store, classic=self.reference_style,
+                                     self_attention=any(r.kind == "self" for _, r in requests))
+                   if run.plugins or self.reference_style else contextlib.nullcontext())
         try:
-            with capture_attention(self.denoiser, self.store, classic=self.reference_style,
-                                   self_attention=any(r.kind == "self" for _, r in requests)):
+            with capture:
                 latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
         finally:
             self.store.extras, self.store.modulation = {}, None
@@ -413,8 +428,9 @@ class Engine:
         rows = slice(batch, None) if text.cfg else slice(None)
         branches = ([(b, "uncond") for b in range(batch)] if text.cfg else []) + [(b, "cond") for b in range(batch)]
         self._set_rows(branches, step)
+        compiled = self._compiled if not run.plugins and not self.reference_style else None
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
-            noise = self._predict(model_input, t, text.embeds, text.forward_kwargs())
+            noise = self._predict(model_input, t, text.embeds, text.forward_kwargs(), compiled)
         if capture:
             maps = self.store.maps()
             if self.family == "sd3":
@@ -427,23 +443,24 @@ class Engine:
         return stepped
 
     def _predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
-                 extra: dict[str, Any]) -> torch.Tensor:
+                 extra: dict[str, Any], compiled: Any = None) -> torch.Tensor:
         """The denoiser's prediction for ``latents: [rows, C, h, w]`` at timestep ``t``, called as
-        the family's pipeline calls it."""
+        the family's pipeline calls it (through ``compiled``, the compiled denoiser, if given)."""
+        denoiser = self.denoiser if compiled is None else compiled
         if self.family == "sd3":
-            out: torch.Tensor = self.denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
+            out: torch.Tensor = denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
                                               encoder_hidden_states=embeds, **extra, return_dict=False)[0]
             return out
         if self.family == "flux":
             rows = latents.shape[0]
             self.store.text_length = embeds.shape[1]
-            flux: torch.Tensor = self.denoiser(
+            flux: torch.Tensor = denoiser(
                 hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000,
                 encoder_hidden_states=embeds, **extra, return_dict=False,
             )[0]
             return flux
         scaled = self.pipe.scheduler.scale_model_input(latents, t)
-        noise: torch.Tensor = self.denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
+        noise: torch.Tensor = denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
         return noise
 
     def _prepare_flux(self, cfg: SamplingConfig, text: Conditioning, batch: int, size: tuple[int, int],

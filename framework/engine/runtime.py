@@ -8,7 +8,15 @@ import pydantic
 
 
 class RuntimeConfig(pydantic.BaseModel):
-    """Fabric settings. ``precision``: ``32-true`` on CPU; ``16-mixed``/``bf16-mixed`` on CUDA."""
+    """Fabric settings, and how the engine runs the denoiser.
+
+    ``precision``: ``32-true`` on CPU; ``16-mixed``/``bf16-mixed`` on CUDA (for half-precision
+    weights without autocast, load the model with ``dtype: float16`` and keep ``32-true``).
+    ``batch_size``: images per engine call in ``attnguide run`` (one cell's jobs; guidance is
+    batched too). ``compile``: ``torch.compile`` the denoiser for forwards that capture nothing
+    (``compile_backend``: ``inductor``; ``eager`` checks the plumbing without a compiler).
+    ``channels_last``: UNet weights in channels-last memory format (faster convolutions on GPUs).
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -17,6 +25,10 @@ class RuntimeConfig(pydantic.BaseModel):
     num_nodes: int = 1
     precision: str = "32-true"
     strategy: str = "auto"
+    batch_size: int = pydantic.Field(1, ge=1)
+    compile: bool = False
+    compile_backend: str = "inductor"
+    channels_last: bool = False
 
 
 def make_fabric(config: RuntimeConfig | None = None, **overrides: Any) -> Any:

@@ -18,8 +18,9 @@ from .schema import ModelSpec, Recipe
 
 
 class EngineCache:
-    def __init__(self, fabric: Any, plugin_manager: Any = None) -> None:
+    def __init__(self, fabric: Any, plugin_manager: Any = None, runtime: Any = None) -> None:
         self.fabric = fabric
+        self.runtime = runtime
         self._pm = plugin_manager  # built on first use: a run with every image done needs none
         self._weights: tuple[str, Any] | None = None
         self._engines: dict[str, Any] = {}
@@ -41,6 +42,7 @@ class EngineCache:
             engine = Engine(
                 pipe,
                 fabric=self.fabric,
+                runtime=self.runtime,
                 plugin_manager=self.plugin_manager,
                 parser=recipe.parser.name,
                 parser_params=recipe.parser.params(),

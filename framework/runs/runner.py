@@ -1,5 +1,8 @@
 """Run a loaded recipe: jobs sharded across Fabric processes, resumable, one image per job.
 
+A process generates its jobs in batches of ``runtime.batch_size`` images of one cell (one
+engine call, batched guidance), and writes and journals each image on its own.
+
 Every process (``fabric.launch`` starts them for ``runtime.devices > 1`` or several nodes) plans
 the same job list, skips finished images, takes every ``world_size``-th pending job from its
 ``global_rank``, and appends a row per job to its own journal. Rank 0 alone writes what is
@@ -27,6 +30,7 @@ from ..results.shared import write_grids, write_resolved_recipes
 from .jobs import Job, is_finished, journal_path, merge_results, plan_jobs, result_row, shard
 from .recipe import LoadedRecipe
 
+log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED_JOBS = 0, 1
 _DONE_MARKER = "results.rank{rank}.done.json"
 _WAIT_POLL_S = 0.5
@@ -79,7 +83,7 @@ def _run_on_rank(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: A
                f"{len(loaded.seeds)} seeds), {len(jobs) - len(pending)} already done, {world} process(es) -> {run_dir}")
     fabric.barrier()  # nobody writes an image before every process has listed what is done
     mine = _in_model_order(shard(pending, rank, world))
-    engines = EngineCache(fabric)
+    engines = EngineCache(fabric, runtime=loaded.recipe.runtime)
     journal = journal_path(run_dir, rank, world)
     counts = _execute(mine, engines, run_dir, journal, loaded, rank, world, progress and fabric.is_global_zero)
     counts["skipped"] = 0 if rank else len(jobs) - len(pending)
@@ -124,48 +128,83 @@ def _execute(jobs: list[Job], engines: Any, run_dir: Path, journal: Path, loaded
     counts = {"written": 0, "failed": 0}
     desc = loaded.name if world == 1 else f"{loaded.name} rank 0/{world}"
     with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for job in jobs:
-            bar.set_postfix_str(job.cell.name, refresh=False)
-            row = _run_job(job, engines, run_dir, loaded, rank)
-            append_jsonl(journal, row)
-            counts["written" if row["status"] == "ok" else "failed"] += 1
-            if row["status"] != "ok":
-                bar.write(f"failed: {job.cell.name} / {job.prompt!r} / seed {job.seed}: {row['error']}")
-            bar.update(1)
+        for batch in batches(jobs, loaded.recipe.runtime.batch_size):
+            bar.set_postfix_str(batch[0].cell.name, refresh=False)
+            for job, row in zip(batch, _run_batch(batch, engines, run_dir, loaded, rank)):
+                append_jsonl(journal, row)
+                counts["written" if row["status"] == "ok" else "failed"] += 1
+                if row["status"] != "ok":
+                    bar.write(f"failed: {job.cell.name} / {job.prompt!r} / seed {job.seed}: {row['error']}")
+                bar.update(1)
     return counts
 
 
-def _run_job(job: Job, engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int) -> dict[str, Any]:
+def batches(jobs: list[Job], size: int) -> list[list[Job]]:
+    """Consecutive jobs of one cell (same model and settings), at most ``size`` per batch."""
+    out: list[list[Job]] = []
+    for job in jobs:
+        if out and len(out[-1]) < size and out[-1][0].cell.name == job.cell.name:
+            out[-1].append(job)
+        else:
+            out.append([job])
+    return out
+
+
+def _run_batch(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int) -> list[dict[str, Any]]:
+    """One row per job. A batch that fails is run again one image at a time, so one bad image
+    costs only itself and its error names it."""
+    if len(batch) == 1:
+        return [_run_job(batch, engines, run_dir, loaded, rank)[0]]
+    try:
+        return _run_job(batch, engines, run_dir, loaded, rank, raise_errors=True)
+    except Exception:  # noqa: BLE001 - retried per image below, where each error is recorded
+        log.warning("a batch of %d images failed; running them one at a time", len(batch))
+        return [_run_job([job], engines, run_dir, loaded, rank)[0] for job in batch]
+
+
+def _run_job(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int,
+             raise_errors: bool = False) -> list[dict[str, Any]]:
+    """Generate ``batch`` (jobs of one cell) in one engine call and write each image."""
     from ..results.images import save_image
 
     started = time.perf_counter()
-    cell, recipe = job.cell, job.cell.recipe
+    cell, recipe = batch[0].cell, batch[0].cell.recipe
     try:
         engine, load_s = engines.engine(recipe)
-        analyses = [engines.analysis(engine, recipe, job.prompt)] if (cell.losses or cell.callbacks) else None
+        prompts = list(dict.fromkeys(job.prompt for job in batch))
+        analyses = [engines.analysis(engine, recipe, p) for p in prompts] if (cell.losses or cell.callbacks) else None
         gen_start = time.perf_counter()
-        result = engine.generate([job.prompt], [job.seed], losses=cell.losses, callbacks=cell.callbacks,
-                                 sampling=recipe.sampling, analyses=analyses, progress=False)
-        extra = {
-            "recipe": loaded.name,
-            "recipe_file": loaded.source,
-            "cell": cell.name,
-            "cell_labels": cell.labels,
-            "config": cell.hashed_config(),
-            "content_hash": job.content_hash,
-            "model": recipe.model.id,
-            "rank": rank,
-            "job_timings": {"engine_load_s": load_s, "generate_s": time.perf_counter() - gen_start},
-            "wall_time_s": time.perf_counter() - started,
-        }
-        paths = save_image(result, 0, run_dir / cell.name, job.name, extra=extra, save_latents=loaded.recipe.save_latents)
+        result = engine.generate([job.prompt for job in batch], [job.seed for job in batch], losses=cell.losses,
+                                 callbacks=cell.callbacks, sampling=recipe.sampling, analyses=analyses, progress=False)
+        generate_s = time.perf_counter() - gen_start
+        rows = []
+        for k, job in enumerate(batch):
+            extra = {
+                "recipe": loaded.name,
+                "recipe_file": loaded.source,
+                "cell": cell.name,
+                "cell_labels": cell.labels,
+                "config": cell.hashed_config(),
+                "content_hash": job.content_hash,
+                "model": recipe.model.id,
+                "rank": rank,
+                "batch_size": len(batch),
+                "job_timings": {"engine_load_s": load_s, "generate_s": generate_s / len(batch)},
+                "wall_time_s": (time.perf_counter() - started) / len(batch),
+            }
+            paths = save_image(result, k, run_dir / cell.name, job.name, extra=extra,
+                               save_latents=loaded.recipe.save_latents)
+            files = {key: str(Path(p).relative_to(run_dir)) for key, p in paths.items()}
+            rows.append(result_row(job, run_dir, "ok", rank=rank, wall_time_s=extra["wall_time_s"], files=files))
+        return rows
     except Exception as exc:  # noqa: BLE001 - one failed image must not end the sweep
+        if raise_errors:
+            raise
+        job = batch[0]
         detail = str(exc) if isinstance(exc, AttnguideError) else f"{type(exc).__name__}: {exc}"
-        return result_row(job, run_dir, "failed", error=detail, rank=rank,
-                          wall_time_s=time.perf_counter() - started,
-                          traceback=None if isinstance(exc, AttnguideError) else traceback.format_exc(limit=8))
-    files = {k: str(Path(p).relative_to(run_dir)) for k, p in paths.items()}
-    return result_row(job, run_dir, "ok", rank=rank, wall_time_s=time.perf_counter() - started, files=files)
+        return [result_row(job, run_dir, "failed", error=detail, rank=rank,
+                           wall_time_s=time.perf_counter() - started,
+                           traceback=None if isinstance(exc, AttnguideError) else traceback.format_exc(limit=8))]
 
 
 def _wait_for_ranks(run_dir: Path, world: int) -> dict[str, int]:
