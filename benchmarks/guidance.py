@@ -9,8 +9,9 @@ Each model's rows include diffusers' own pipeline call (``diffusers_pipeline``, 
 the engine's unguided cost is measured against it in every run; guided methods at batch > 1
 are timed batched (``optimized``) and one image at a time (``per_image``).
 
-Every configuration (model x method x mode) runs once as warm-up, then the repeats are
-interleaved (repeat 1 of every configuration, then repeat 2 ...) so drift hits all alike.
+Every configuration (model x method x mode x batch) runs once as warm-up, then the repeats are
+interleaved (repeat 1 of every configuration, then repeat 2 backwards ...) so drift, and what a
+run leaves behind for the next (a guided run's freed memory), hit all alike.
 Reported figures are medians; ratios compare configurations measured in this same run.
 Random weights: timings do not depend on weight values, so they are honest here; the images
 are noise. CI never asserts on these numbers. ``sd15``, ``sdxl``, ``sd3`` and ``flux`` are the
@@ -233,8 +234,8 @@ def bench_model(name: str, methods: list[str], steps: int, repeats: int, precisi
     for config in configs:  # warm-up
         once(*config)
         print(f"  {name} {' '.join(map(str, config))} warm-up done", file=sys.stderr, flush=True)
-    for r in range(repeats):
-        for config in configs:
+    for r in range(repeats):  # odd repeats run the list backwards: no configuration always follows the same one
+        for config in configs if r % 2 == 0 else configs[::-1]:
             samples[config].append(once(*config))
             print(f"  {name} {' '.join(map(str, config))} repeat {r + 1}: {samples[config][-1].seconds:.2f} s",
                   file=sys.stderr, flush=True)

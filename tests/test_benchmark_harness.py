@@ -70,3 +70,42 @@ def test_benchmark_reports_guided_over_plain_and_memory_for_every_family(tmp_pat
     assert syngen["guided_step_over_plain_step"] > 0 and syngen["peak_mem_over_plain"] > 0
     # SD3 and Flux have no classic-attention reference mode; SDXL has
     assert ("speedup_vs_reference" in syngen) == (model == "tiny-sdxl")
+
+
+def documented_benchmark_commands():
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    commands = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            line = line.strip().strip("`")
+            if line.startswith("python -m benchmarks.guidance"):
+                commands.append((doc.name, shlex.split(line.split("  #")[0])[3:]))
+    return commands
+
+
+def test_every_documented_benchmark_command_parses_and_plans(monkeypatch):
+    # the commands take minutes to hours (some need CUDA): here each one is parsed and planned
+    # with the timing replaced, so a renamed flag, model or method in the docs fails
+    import benchmarks.guidance as bench
+
+    commands = documented_benchmark_commands()
+    assert len(commands) >= 6
+    planned = []
+    monkeypatch.setattr(bench, "require_cuda", lambda model: None)
+    monkeypatch.setattr(bench, "_write", lambda path, rows: "")
+    monkeypatch.setattr(bench, "bench_model", lambda name, methods, *a, **k: planned.append((name, methods)) or [])
+    registry = __import__("attnguide.plugin.manager", fromlist=["x"]).make_plugin_manager().registry
+    from attnguide.toyworld.evaluate import parse_method
+
+    for doc, args in commands:
+        planned.clear()
+        assert bench.main(args) == 0, (doc, args)
+        assert planned, (doc, args)
+        for _, methods in planned:
+            for method in methods:
+                for part in method.split("+"):
+                    name, _ = parse_method(part)
+                    assert name == "none" or name in registry.classes["loss"] or name in registry.classes["callback"], (
+                        doc, method)

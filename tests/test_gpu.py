@@ -38,3 +38,25 @@ def test_guidance_runs_under_mixed_precision_with_finite_losses(precision, metho
     assert not guided.records[0].skipped
     assert torch.isfinite(guided.latents).all()
     assert (guided.latents - plain.latents).abs().max() > 0
+
+
+def test_batched_guidance_on_cuda_matches_one_image_at_a_time():
+    pipe = load_pipeline("tiny", scheduler="ddim")
+    prompts = [PROMPT, "a red dog and a blue frog"]
+    runs = {}
+    for together in (True, False):
+        engine = Engine(pipe, runtime=RuntimeConfig(accelerator="cuda", precision="32-true"), batch_guidance=together)
+        runs[together] = engine.generate(prompts, [0, 1], steps=4, losses=["syngen"], output_type="latent",
+                                         progress=False).latents
+    scale = runs[False].abs().max()
+    assert (runs[True] - runs[False]).abs().max() <= 1e-3 * scale
+
+
+def test_compiled_channels_last_unguided_run_matches_eager_on_cuda():
+    pipe = load_pipeline("tiny", scheduler="ddim")
+    eager = Engine(pipe, runtime=RuntimeConfig(accelerator="cuda", precision="32-true"))
+    expected = eager.generate(PROMPT, [0], steps=4, output_type="latent", progress=False).latents
+    fast = Engine(load_pipeline("tiny", scheduler="ddim"),
+                  runtime=RuntimeConfig(accelerator="cuda", precision="32-true", compile=True, channels_last=True))
+    got = fast.generate(PROMPT, [0], steps=4, output_type="latent", progress=False).latents
+    assert (got - expected).abs().max() <= 1e-3 * expected.abs().max()

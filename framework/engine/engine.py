@@ -312,15 +312,16 @@ class Engine:
         started = time.perf_counter()
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
-            invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t.item())
-            time_i = scheduler_time(pipe.scheduler, t.item())
+            t_value = run.timesteps[i]  # read once before the loop: no device sync per step
+            invoke(run_pm.hook.on_step_start, where=f"at step {i}", run=run, step=i, timestep=t_value)
+            time_i = scheduler_time(pipe.scheduler, t_value)
             step_text = text if encoder is None else edited_conditioning(
                 run, run_pm, text, i, t, cfg.steps, encoder, self._embeds_forward(run, text, t, i))
             if any(loss.active_at(i, cfg.steps, time_i) for loss in losses):  # else: no guidance forward
                 latents = self._guidance_phase(run, run_pm, weights, latents, step_text, i, t, cfg.steps)
             latents = self._cfg_step(cfg, run, latents, step_text, i, t, extra)
             run.latents = latents
-            invoke(run_pm.hook.on_step_end, where=f"at step {i}", run=run, step=i, timestep=t.item(), latents=latents)
+            invoke(run_pm.hook.on_step_end, where=f"at step {i}", run=run, step=i, timestep=t_value, latents=latents)
             bar.update(1)
         bar.close()
         run.timings["denoise_s"] = time.perf_counter() - started
@@ -337,8 +338,8 @@ class Engine:
             if record.analysis is None:
                 raise ConfigError(f"prompt {record.prompt!r} has no analysis; guidance needs bindings")
             contexts.append(GuidanceContext(
-                step, num_steps, t.item(), b, record.analysis, run.plugin_state.setdefault(b, {}),
-                num_timesteps=len(run.timesteps), time=scheduler_time(self.pipe.scheduler, t.item()),
+                step, num_steps, run.timesteps[step], b, record.analysis, run.plugin_state.setdefault(b, {}),
+                num_timesteps=len(run.timesteps), time=scheduler_time(self.pipe.scheduler, run.timesteps[step]),
                 previous_maps=self._previous_maps(run, b, step),
             ))
 
