@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("generate", help="generate images with or without guidance")
     p.add_argument("--model", default="tiny", help="'tiny', 'tiny-sdxl', 'tiny-sd3', 'tiny-flux', 'toyworld', a hub id (SD 1.x/2.x, SDXL, SD3, Flux), a local diffusers dir or a .safetensors/.ckpt file")
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
-    p.add_argument("--seed", type=int, action="append", help="seed (repeat: one per image); default 0")
+    p.add_argument("--seed", type=int, action="append",
+                   help="seed, 0 to 2**64-1 (repeat: one per image; one seed S: image k of a prompt gets S+k); default 0")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance-scale", type=float, default=7.5)
     p.add_argument("--height", type=int, default=None)
@@ -71,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for p in prompts:
         if not p.strip():
             raise ConfigError("--prompt is empty: give the text to generate")
+    seeds = _seeds(args, prompts, sampling.images_per_prompt)
     out_dir = ensure_writable_dir(Path(args.out))
     pm = make_plugin_manager()
     losses, callbacks = method_specs(args.method, args.param, pm.registry)
     from_param = set(parse_key_values(args.param, "--param"))
-    kinds: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (("loss", losses), ("callback", callbacks))
+    # the heat maps are artifacts of each image: the writer puts them next to it in --out
+    extra = [{"name": "heatmaps"}] if args.heatmaps else []
+    kinds: tuple[tuple[Kind, list[dict[str, Any]]], ...] = (("loss", losses), ("callback", [*callbacks, *extra]))
     for kind, specs in kinds:
         for raw in specs:
             spec = to_spec(kind, raw, "--method")
@@ -85,7 +89,20 @@ def run(args: argparse.Namespace) -> int:
                     raise ConfigError(message)
                 flag = "--param" if key in from_param else f"--method {raw['name']}:"
                 raise ConfigError(f"{flag} {key}: {message}")
-    return _generate(args, sampling, prompts, out_dir, pm, losses, callbacks)
+    return _generate(args, sampling, prompts, seeds, out_dir, pm, losses, callbacks)
+
+
+def _seeds(args: argparse.Namespace, prompts: list[str], images_per_prompt: int) -> list[int]:
+    """``--seed`` values (default 0), checked before any weights load: each in the generator's
+    range, and one per image or a single first seed."""
+    from ..engine.sampling import check_seed, expand_prompts
+
+    seeds = [check_seed(s, "--seed") for s in (args.seed or [0])]
+    first: int | list[int] = seeds[0] if len(seeds) == 1 else seeds
+    try:
+        return expand_prompts(prompts, first, images_per_prompt)[1]
+    except ConfigError as exc:
+        raise ConfigError(f"--seed: {exc}") from None
 
 
 def method_specs(methods: list[str], params: list[str], registry: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -109,8 +126,8 @@ def method_specs(methods: list[str], params: list[str], registry: Any) -> tuple[
     return losses, callbacks
 
 
-def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_dir: Path, pm: Any,
-              loss_spec: list[dict[str, Any]], method_callbacks: list[dict[str, Any]]) -> int:
+def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], seeds: list[int], out_dir: Path,
+              pm: Any, loss_spec: list[dict[str, Any]], method_callbacks: list[dict[str, Any]]) -> int:
     from ..engine.engine import Engine
     from ..engine.runtime import RuntimeConfig
     from ..keyvalue import parse_key_values
@@ -123,10 +140,9 @@ def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], out_d
         pipe, runtime=RuntimeConfig(accelerator=args.accelerator, precision=args.precision),
         parser=args.parser, parser_params=parse_key_values(args.parser_param, "--parser-param"), plugin_manager=pm,
     )
-    seeds = args.seed if args.seed else 0
-    callbacks = [*method_callbacks, *([{"name": "heatmaps", "out_dir": str(out_dir)}] if args.heatmaps else [])]
-    result = engine.generate(prompts, seeds if isinstance(seeds, int) else list(seeds), losses=loss_spec,
-                             callbacks=callbacks, sampling=sampling, progress=not args.quiet)
+    callbacks = [*method_callbacks, *([{"name": "heatmaps"}] if args.heatmaps else [])]
+    result = engine.generate(prompts, seeds, losses=loss_spec, callbacks=callbacks, sampling=sampling,
+                             progress=not args.quiet)
     method = "+".join(spec["name"] for spec in [*loss_spec, *method_callbacks]) or "none"
     extra = {"model": args.model, "scheduler": args.scheduler or type(pipe.scheduler).__name__,
              "method": method, "method_params": result.config["losses"]}

@@ -1,5 +1,7 @@
 """``attnguide`` command line. Each subcommand lives in its own module with
-``register(subparsers)``; errors in the user's input end with one line and exit code 2."""
+``register(subparsers)``; errors in the user's input or environment end with one line
+``attnguide: error: ...`` and the error's exit code (2 bad input, 3 a run stopped on a disk error,
+4 the run folder is in use; ``attnguide run`` exits 1 when images failed)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import AttnguideError
+from .unknown_options import reject_unknown_options
 
 SUBCOMMANDS: tuple[str, ...] = (
     "attnguide.cli.generate_cmd",
@@ -53,7 +56,9 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    reject_unknown_options(parser, words)  # before argparse's "required" check hides a typo
+    args = parser.parse_args(words)
     logging.basicConfig(level=logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
                         format="%(message)s")
     if not getattr(args, "func", None):
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"attnguide: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         print("attnguide: interrupted", file=sys.stderr)
         return 130

@@ -63,7 +63,9 @@ def register(sub: Any) -> None:
     e.add_argument("--methods", default=_DefaultMethods(),
                    help="comma-separated methods or loss plugins, each optionally with parameter overrides "
                         "as NAME:KEY=VALUE[:KEY=VALUE], e.g. syngen:step_size=5 (default: %(default)s)")
-    e.add_argument("--samples", type=int, default=200, help="two-object prompt x seed samples per method (default 200)")
+    e.add_argument("--samples", type=int, default=200,
+                   help="two-object prompt x seed samples per method (default 200; 0: none, while single-object "
+                        "samples still follow --single-samples)")
     e.add_argument("--single-samples", type=int, default=100,
                    help="single-object samples for each of --single-methods (default 100)")
     e.add_argument("--single-methods", default="none", help="methods also run on single-object prompts (default none)")
@@ -91,6 +93,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
+    _check_seeds(args.seed, args.n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, lines, records = [], [], []
@@ -107,6 +110,15 @@ def run_sample(args: argparse.Namespace) -> int:
     (out / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     print(f"wrote {args.n} scenes to {out}/grid.png, captions.txt, scenes.jsonl")
     return 0
+
+
+def _check_seeds(first: int, count: int) -> None:
+    """``--seed S`` for ``count`` scenes or samples ``S .. S+count-1``: all in the generator's range."""
+    from ..engine.sampling import check_seed
+
+    check_seed(first, "--seed")
+    if count > 1:
+        check_seed(first + count - 1, f"--seed {first} + {count - 1} samples: last seed")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -154,6 +166,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         least = 1 if flag in ("--steps", "--batch-size") else 0
         if value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if args.samples == 0 and (args.single_samples == 0 or not set(single) & set(methods)):
+        raise ConfigError("nothing to evaluate: --samples 0 asks for no two-object samples and no method of "
+                          "--methods is in --single-methods with --single-samples above 0")
+    _check_seeds(args.seed, max(args.samples, args.single_samples))
     pm = make_plugin_manager()
     # methods: the loss plugins and the callbacks that intervene (structure_diffusion)
     loss_plugins = pm.registry.names("loss") + [

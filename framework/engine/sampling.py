@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import pydantic
 
 from ..errors import ConfigError
+
+MAX_SEED = 2**64 - 1
+"""The largest seed ``torch.Generator.manual_seed`` takes; seeds run from 0 to this."""
+
+
+def seed_problem(seed: Any, what: str = "seed") -> str | None:
+    """Why ``seed`` cannot seed a generator (``"seed -1 is out of range [0, 2**64-1]"``, with
+    ``what`` in place of ``seed``), or ``None`` when it can. Negative seeds are refused although
+    torch would wrap them: ``-1`` and ``2**64-1`` would otherwise be the same image."""
+    if isinstance(seed, bool):
+        return f"{what} {seed!r} is not a whole number"
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        return f"{what} {seed!r} is not a whole number"
+    if not 0 <= value <= MAX_SEED:
+        return f"{what} {value} is out of range [0, 2**64-1]"
+    return None
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int; a ``ConfigError`` from ``seed_problem`` when it cannot seed a generator."""
+    problem = seed_problem(seed, what)
+    if problem is not None:
+        raise ConfigError(problem)
+    return operator.index(seed)
 
 
 class SamplingConfig(pydantic.BaseModel):
@@ -46,7 +73,8 @@ def expand_prompts(
 ) -> tuple[list[str], list[int]]:
     """One ``(prompt, seed)`` per image, prompt-major.
 
-    ``seeds`` is one int (image ``k`` of every prompt gets ``seed + k``) or one seed per image.
+    ``seeds`` is one int (image ``k`` of every prompt gets ``seed + k``) or one seed per image;
+    every seed must lie in ``[0, MAX_SEED]`` (``check_seed``).
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
@@ -58,10 +86,12 @@ def expand_prompts(
     if isinstance(seeds, int):
         seed_list = [seeds + k for _ in prompt_list for k in range(images_per_prompt)]
     else:
-        seed_list = [int(s) for s in seeds]
+        seed_list = [check_seed(s) for s in seeds]
         if len(seed_list) != len(images):
             raise ConfigError(
                 f"{len(seed_list)} seeds for {len(images)} images ({len(prompt_list)} prompts x "
                 f"{images_per_prompt} per prompt): give one seed per image or a single int"
             )
+    for seed in seed_list:
+        check_seed(seed)
     return images, seed_list

@@ -18,6 +18,7 @@ A window is given in one of two clocks:
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pydantic
@@ -86,7 +87,7 @@ class LossPlugin(Generic[P]):
         time_window: tuple[float, float] | list[float] | None = None,
     ) -> None:
         self.params: P = self.validate_params(params)
-        self.weight = float(weight)
+        self.weight = check_weight(self.name, weight)
         if window is not None and time_window is not None:
             raise ConfigError(f"loss plugin {self.name!r}: give window (steps) or time_window (scheduler time), not both")
         self.window = check_window(self.name, window if window is not None else self.default_window)
@@ -144,3 +145,16 @@ def check_window(name: str, window: Any, key: str = "window") -> tuple[float, fl
             f"loss plugin {name!r}: {key} must satisfy 0 <= start <= end <= 1, got {window!r}"
         )
     return (start, end)
+
+
+def check_weight(name: str, weight: Any) -> float:
+    """``weight`` as a float, finite and 0 or more; a ``ConfigError`` naming the plugin
+    otherwise. A negative weight would turn the loss's update around (push the attention the
+    other way), which no method intends."""
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise ConfigError(f"loss plugin {name!r}: weight must be a number, got {weight!r}") from None
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ConfigError(f"loss plugin {name!r}: weight must be a finite number 0 or more, got {weight!r}")
+    return value

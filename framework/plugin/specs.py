@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..errors import AttnguideError, ConfigError
 from .callbacks import Callback
-from .losses import LossPlugin, check_window
+from .losses import LossPlugin, check_weight, check_window
 from .manager import Registry
 from .params import param_problems
 
@@ -103,9 +103,9 @@ def spec_problems(spec: PluginSpec, registry: Registry, family: str | None = Non
         problems.insert(0, ("name", unsupported))
     if spec.kind == "loss":
         try:
-            float(spec.weight)
-        except (TypeError, ValueError):
-            problems.append(("weight", f"{what}: weight must be a number, got {spec.weight!r}"))
+            check_weight(spec.name, spec.weight)
+        except ConfigError as exc:
+            problems.append(("weight", str(exc)))
         for key, value in (("window", spec.window), ("time_window", spec.time_window)):
             if value is not None:
                 try:

@@ -17,7 +17,8 @@ PROMPT_SETS_MODULE = "attnguide.datasets"
 
 def load_prompts(src: PromptSource, base_dir: Path, source: str) -> list[str]:
     """The prompt texts, in order, each once; relative files are resolved against ``base_dir``
-    (the recipe file's directory)."""
+    (the recipe file's directory). ``limit`` keeps the first N distinct prompts: repeats are
+    dropped first, so ``{set: cc-500, limit: 50}`` gives 50 prompts although the set repeats some."""
 
     try:
         if src.inline is not None:
@@ -25,12 +26,11 @@ def load_prompts(src: PromptSource, base_dir: Path, source: str) -> list[str]:
         elif src.file is not None:
             texts = _read_file(src.file, base_dir)
         else:
-            texts = _prompt_set(str(src.set), src.limit, src.seed)
+            texts = _prompt_set(str(src.set), src.seed)
     except _Problem as problem:
         raise RecipeError(source, [(problem.key, problem.message)]) from None
-    if src.limit is not None:
-        texts = texts[: src.limit]
-    return list(dict.fromkeys(texts))
+    unique = list(dict.fromkeys(texts))
+    return unique if src.limit is None else unique[: src.limit]
 
 
 class _Problem(Exception):
@@ -93,12 +93,13 @@ def _jsonl_prompts(text: str, path: Path) -> list[str]:
     return texts
 
 
-def _prompt_set(name: str, limit: int | None, seed: int | None) -> list[str]:
+def _prompt_set(name: str, seed: int | None) -> list[str]:
+    """Every prompt of the set, in the order ``seed`` fixes (the caller applies ``limit``)."""
     if importlib.util.find_spec(PROMPT_SETS_MODULE) is None:
         raise _Problem("prompts.set", f"unknown prompt set {name!r}: no built-in prompt sets are installed "
                                       f"({PROMPT_SETS_MODULE} is missing); use a list or {{file: PATH}}")
     module = importlib.import_module(PROMPT_SETS_MODULE)
-    kwargs = {"limit": limit, **({"seed": seed} if seed is not None else {})}
+    kwargs = {"seed": seed} if seed is not None else {}
     try:
         items = module.load_prompt_set(name, **kwargs)
     except (AttnguideError, KeyError, ValueError, FileNotFoundError) as exc:

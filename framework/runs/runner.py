@@ -8,10 +8,17 @@ the same job list, skips finished images, takes every ``world_size``-th pending 
 ``global_rank``, and appends a row per job to its own journal. Rank 0 alone writes what is
 shared: the resolved recipes before the jobs, and after all processes are done the merged
 ``results.jsonl``, the comparison grids and the summary.
+
+Rank 0 holds the run folder's lock (``lock.py``) from before its first write until after the
+summary, so no other run writes there meanwhile. A disk error no later image can avoid (a full
+disk, a read-only file system, no permission in the run folder) stops a process's sweep at its
+first image, and the run ends with a one-line ``RunIOError`` naming the file (with several
+processes, once each has stopped or finished). Finished images stay valid; rerunning resumes.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -24,10 +31,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..engine.runtime import make_fabric
-from ..errors import AttnguideError
-from ..results.files import append_jsonl, atomic_write, write_json
+from ..errors import AttnguideError, RunIOError
+from ..results.files import append_jsonl, atomic_write, disk_fault, write_json
 from ..results.shared import write_grids, write_resolved_recipes
 from .jobs import Job, is_finished, journal_path, merge_results, plan_jobs, result_row, shard
+from .lock import RunLock
 from .recipe import LoadedRecipe
 
 log = logging.getLogger(__name__)
@@ -69,44 +77,92 @@ def run_recipe(loaded: LoadedRecipe, *, progress: bool = True, report: Any = pri
 
 
 def _run_on_rank(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: Any) -> RunSummary | None:
+    """One process's share. Global rank 0 takes the lock and cleans up before any process lists
+    what is done, and releases it when the run ends, also on an error or Ctrl-C."""
+    started = time.perf_counter()
+    lock: RunLock | None = None
+    try:
+        failure: Exception | None = None
+        if fabric.is_global_zero:
+            try:
+                lock = RunLock.acquire(loaded.run_dir)
+                _prepare(loaded.run_dir, loaded)
+            except (OSError, AttnguideError) as exc:
+                failure = exc
+        failure = fabric.broadcast(failure, src=0)  # when rank 0 cannot start, no process does
+        if failure is not None:
+            if fabric.is_global_zero:
+                raise failure
+            return None  # rank 0 reports it, once (a process that fails gets every process killed)
+        return _run_jobs(fabric, loaded, progress, report, started)
+    except OSError as exc:
+        raise _stopped_by(exc, loaded.run_dir) from exc
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_jobs(fabric: Any, loaded: LoadedRecipe, progress: bool, report: Any, started: float) -> RunSummary | None:
+    """List what is done, run this process's shard, and on rank 0 gather all and finish."""
     from .engine_cache import EngineCache
 
-    started = time.perf_counter()
     rank, world = fabric.global_rank, fabric.world_size
-    run_dir = loaded.run_dir
+    run_dir, save_latents = loaded.run_dir, loaded.recipe.save_latents
     jobs = plan_jobs(loaded)
-    save_latents = loaded.recipe.save_latents
     pending = [job for job in jobs if not is_finished(job, run_dir, save_latents)]
     if fabric.is_global_zero:
-        _prepare(run_dir, loaded)
         report(f"{loaded.name}: {len(jobs)} images ({len(loaded.cells)} cells x {len(loaded.prompts)} prompts x "
                f"{len(loaded.seeds)} seeds), {len(jobs) - len(pending)} already done, {world} process(es) -> {run_dir}")
     fabric.barrier()  # nobody writes an image before every process has listed what is done
     mine = _in_model_order(shard(pending, rank, world))
     engines = EngineCache(fabric, runtime=loaded.recipe.runtime)
-    journal = journal_path(run_dir, rank, world)
-    counts = _execute(mine, engines, run_dir, journal, loaded, rank, world, progress and fabric.is_global_zero)
-    counts["skipped"] = 0 if rank else len(jobs) - len(pending)
+    counts = {"written": 0, "failed": 0, "skipped": 0 if rank else len(jobs) - len(pending)}
+    try:
+        _execute(mine, engines, run_dir, journal_path(run_dir, rank, world), loaded, rank, world,
+                 progress and fabric.is_global_zero, counts)
+        error = None
+    except OSError as exc:
+        if world == 1:
+            raise
+        error = exc  # rank 0 raises it (or reads it in the done-marker) once every process is done
     if world > 1:
-        write_json(run_dir / _DONE_MARKER.format(rank=rank), counts)
         if not fabric.is_global_zero:
+            reported = None if error is None else str(_stopped_by(error, run_dir))
+            write_json(run_dir / _DONE_MARKER.format(rank=rank), {**counts, "error": reported})
             return None
-        counts = _wait_for_ranks(run_dir, world)
-    elif not fabric.is_global_zero:
-        return None
-    rows = merge_results(run_dir, jobs, save_latents)
+        counts = _wait_for_ranks(run_dir, world, counts, error)
+    return _finish(loaded, jobs, counts, time.perf_counter() - started, world)
+
+
+def _finish(loaded: LoadedRecipe, jobs: list[Job], counts: dict[str, int], wall_s: float, world: int) -> RunSummary:
+    """Rank 0, once every process is done: the merged index, the grids and the summary."""
+    run_dir = loaded.run_dir
+    rows = merge_results(run_dir, jobs, loaded.recipe.save_latents)
     grids = write_grids(run_dir, jobs, loaded)
     keys = {job.key for job in jobs}
     failures = [r for r in rows if r.get("status") == "failed" and (r["cell"], r["prompt"], int(r["seed"])) in keys]
     summary = RunSummary(run_dir, len(jobs), counts["written"], counts["skipped"], counts["failed"],
-                         time.perf_counter() - started, world, failures, grids)
+                         wall_s, world, failures, grids)
     _write_summary(summary)
     return summary
 
 
+def _stopped_by(exc: OSError, run_dir: Path) -> RunIOError:
+    """The one-line error for a run stopped by ``exc``: the file, the cause, what to do."""
+    where = exc.filename if isinstance(exc.filename, str) else str(run_dir)
+    cause = exc.strerror or str(exc)
+    fix = {errno.ENOSPC: "free some space", getattr(errno, "EDQUOT", errno.ENOSPC): "free some space",
+           errno.EROFS: "make the file system writable", errno.EACCES: "make the folder writable",
+           errno.EPERM: "make the folder writable"}.get(exc.errno or 0, "fix the cause")
+    return RunIOError(f"{where}: {cause}; the run stopped, the images finished so far are kept: "
+                      f"{fix} and rerun the same command to resume")
+
+
 def _prepare(run_dir: Path, loaded: LoadedRecipe) -> None:
+    """Rank 0, holding the lock: no other run writes here, so every temp file and done-marker
+    left is a killed run's."""
     for stale in [*run_dir.glob(_DONE_MARKER.format(rank="*")), *run_dir.glob("*/.*.tmp"), *run_dir.glob(".*.tmp")]:
-        stale.unlink(missing_ok=True)  # temp files of a killed run; never taken as results
+        stale.unlink(missing_ok=True)  # never taken as results
     write_resolved_recipes(run_dir, loaded)
 
 
@@ -124,8 +180,9 @@ def _weights_key(job: Job) -> str:
 
 
 def _execute(jobs: list[Job], engines: Any, run_dir: Path, journal: Path, loaded: LoadedRecipe,
-             rank: int, world: int, progress: bool) -> dict[str, int]:
-    counts = {"written": 0, "failed": 0}
+             rank: int, world: int, progress: bool, counts: dict[str, int]) -> None:
+    """Run ``jobs``, journal a row for each and count them into ``counts`` (kept when a disk
+    error stops the sweep)."""
     desc = loaded.name if world == 1 else f"{loaded.name} rank 0/{world}"
     with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches(jobs, loaded.recipe.runtime.batch_size):
@@ -136,7 +193,6 @@ def _execute(jobs: list[Job], engines: Any, run_dir: Path, journal: Path, loaded
                 if row["status"] != "ok":
                     bar.write(f"failed: {job.cell.name} / {job.prompt!r} / seed {job.seed}: {row['error']}")
                 bar.update(1)
-    return counts
 
 
 def batches(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -157,7 +213,9 @@ def _run_batch(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedReci
         return [_run_job(batch, engines, run_dir, loaded, rank)[0]]
     try:
         return _run_job(batch, engines, run_dir, loaded, rank, raise_errors=True)
-    except Exception:  # noqa: BLE001 - retried per image below, where each error is recorded
+    except Exception as exc:  # noqa: BLE001 - retried per image below, where each error is recorded
+        if disk_fault(exc, run_dir) is not None:
+            raise
         log.warning("a batch of %d images failed; running them one at a time", len(batch))
         return [_run_job([job], engines, run_dir, loaded, rank)[0] for job in batch]
 
@@ -197,7 +255,10 @@ def _run_job(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe
             files = {key: str(Path(p).relative_to(run_dir)) for key, p in paths.items()}
             rows.append(result_row(job, run_dir, "ok", rank=rank, wall_time_s=extra["wall_time_s"], files=files))
         return rows
-    except Exception as exc:  # noqa: BLE001 - one failed image must not end the sweep
+    except Exception as exc:  # noqa: BLE001 - one failed image must not end the sweep; a full disk must
+        fault = disk_fault(exc, run_dir)
+        if fault is not None:
+            raise fault
         if raise_errors:
             raise
         job = batch[0]
@@ -207,18 +268,26 @@ def _run_job(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe
                            traceback=None if isinstance(exc, AttnguideError) else traceback.format_exc(limit=8))]
 
 
-def _wait_for_ranks(run_dir: Path, world: int) -> dict[str, int]:
+def _wait_for_ranks(run_dir: Path, world: int, counts: dict[str, int], error: OSError | None) -> dict[str, int]:
     """Rank 0 waits (without a collective, so a long shard cannot time out a barrier) until every
-    process has written its done-marker, then adds up their counts."""
-    markers = [run_dir / _DONE_MARKER.format(rank=r) for r in range(world)]
+    other process has written its done-marker, then adds their counts to its own ``counts``; it
+    raises its own disk ``error``, or the first another process reported, once all are done."""
+    markers = [run_dir / _DONE_MARKER.format(rank=r) for r in range(1, world)]
     while not all(m.is_file() for m in markers):
         time.sleep(_WAIT_POLL_S)
-    total = {"written": 0, "skipped": 0, "failed": 0}
+    total = dict(counts)
+    reported = []
     for marker in markers:
-        counts = json.loads(marker.read_text(encoding="utf-8"))
-        for key in total:
-            total[key] += int(counts.get(key, 0))
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        for key in ("written", "skipped", "failed"):
+            total[key] += int(done.get(key, 0))
+        if done.get("error"):
+            reported.append(str(done["error"]))
         marker.unlink(missing_ok=True)
+    if error is not None:
+        raise error
+    if reported:
+        raise RunIOError(reported[0])
     return total
 
 

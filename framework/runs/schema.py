@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
 from ..engine.runtime import RuntimeConfig
-from ..engine.sampling import SamplingConfig
+from ..engine.sampling import MAX_SEED, SamplingConfig, seed_problem
 
 # Keys a sweep may not vary: they name the run, place it, or are the grid's rows and pages.
 UNSWEEPABLE = ("name", "description", "output_dir", "runtime", "prompts", "seeds", "sweep")
@@ -130,11 +130,22 @@ class PromptSource(_Strict):
         return self
 
 
-class SeedSource(_Strict):
-    """Seeds as a list, one int, or ``{start: 0, count: 4}``."""
+def _in_seed_range(seed: int) -> int:
+    problem = seed_problem(seed)
+    if problem is not None:
+        raise ValueError(problem)
+    return seed
 
-    values: list[int] | None = None
-    start: int = pydantic.Field(0, ge=0)
+
+Seed = Annotated[int, pydantic.AfterValidator(_in_seed_range)]
+"""A generator seed: a whole number in ``[0, 2**64-1]``."""
+
+
+class SeedSource(_Strict):
+    """Seeds as a list, one int, or ``{start: 0, count: 4}``; each in ``[0, 2**64-1]``."""
+
+    values: list[Seed] | None = None
+    start: Seed = 0
     count: int | None = pydantic.Field(None, ge=1)
 
     @pydantic.model_validator(mode="before")
@@ -153,6 +164,9 @@ class SeedSource(_Strict):
                 raise ValueError("seeds repeat: each seed gives one image, list each once")
         elif self.count is None:
             raise ValueError("give a list of seeds or {start: S, count: N}")
+        elif self.start + self.count - 1 > MAX_SEED:
+            raise ValueError(f"seeds {{start: {self.start}, count: {self.count}}} end at "
+                             f"{self.start + self.count - 1}, out of range [0, 2**64-1]")
         return self
 
     def expand(self) -> list[int]:

@@ -180,6 +180,12 @@ class SampleLog:
                                       "remove the line or choose another --out") from None
                 self.samples[sample.key()] = sample
 
+    def has(self, method: str, kind: str, index: int, prompt: str, seed: int) -> bool:
+        """Whether the log holds this sample, judged on this prompt and seed (an earlier run
+        with another ``--seed`` has other prompts and seeds under the same indices)."""
+        sample = self.samples.get((method, kind, index))
+        return sample is not None and sample.prompt == prompt and sample.seed == seed
+
     def add(self, sample: Sample) -> None:
         self.samples[sample.key()] = sample
         if self.path is not None:
@@ -207,8 +213,10 @@ def evaluate(
 
     ``engine`` is an ``attnguide.Engine`` over the toy model; ``sampling`` goes to
     ``Engine.generate`` (``steps``, ``guidance_scale`` ...). With ``out_dir``, samples already in
-    its ``samples.jsonl`` are not generated again, and the first image of each method and kind is
-    saved as PNG for a look.
+    its ``samples.jsonl`` (same method, kind, index, prompt and seed) are not generated again, and
+    the first image of each method and kind is saved as PNG for a look. The summary counts only
+    the samples asked for: ``samples=0`` gives no two-object row data even when the log holds
+    some from an earlier, larger run.
     """
     specs = resolve_methods(methods, loss_plugins)
     log = SampleLog(Path(out_dir) if out_dir is not None else None)
@@ -217,7 +225,7 @@ def evaluate(
             ("single", single_object_prompts(single_samples, seed), [m for m in methods if m in single_methods])]
     for kind, prompts, kind_methods in work:
         for method in kind_methods:
-            todo = [i for i in range(len(prompts)) if (method, kind, i) not in log.samples]
+            todo = [i for i in range(len(prompts)) if not log.has(method, kind, i, prompts[i][0], seed + i)]
             for batch in _chunks(todo, batch_size):
                 registry = getattr(getattr(engine, "pm", None), "registry", None)
                 callbacks = [s for s in specs[method] if registry is not None and _is_callback(registry, s["name"])]
@@ -232,9 +240,11 @@ def evaluate(
                                    [list(d.pair) for d in found], binding_outcome(pairs, found)))
                     if i == 0 and out_dir is not None:
                         image.save(Path(out_dir) / f"{method}-{kind}-0.png")
-                done = sum((method, kind, i) in log.samples for i in range(len(prompts)))
+                done = sum(log.has(method, kind, i, prompts[i][0], seed + i) for i in range(len(prompts)))
                 say(f"[{method}] {kind}-object {done}/{len(prompts)}")
-    return summarise(list(log.samples.values()), list(methods))
+    asked = [log.samples[(method, kind, i)] for kind, prompts, kind_methods in work for method in kind_methods
+             for i in range(len(prompts))]
+    return summarise(asked, list(methods))
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
