@@ -221,7 +221,7 @@ class Engine:
         # loop is the pipeline's, with nothing installed that could cost time.
         capture = (capture_attention(self.denoiser, self.store, classic=self.reference_style,
                                      self_attention=any(r.kind == "self" for _, r in requests))
-                   if run.plugins or self.reference_style else contextlib.nullcontext())
+                   if self._captures(run) else contextlib.nullcontext())
         try:
             with capture:
                 latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
@@ -230,6 +230,11 @@ class Engine:
         images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
+
+    def _captures(self, run: RunState) -> bool:
+        """Whether ``run`` installs the capturing attention processors: when it has plugins, or
+        runs reference style (classic attention); else the model keeps its own processors."""
+        return bool(run.plugins) or self.reference_style
 
     def _install_requests(self, plugins: list[Any], size: tuple[int, int]) -> list[tuple[str, MapRequest]]:
         """One extra store per distinct map request of the run's plugins (checked against the
@@ -429,7 +434,7 @@ class Engine:
         rows = slice(batch, None) if text.cfg else slice(None)
         branches = ([(b, "uncond") for b in range(batch)] if text.cfg else []) + [(b, "cond") for b in range(batch)]
         self._set_rows(branches, step)
-        compiled = self._compiled if not run.plugins and not self.reference_style else None
+        compiled = None if self._captures(run) else self._compiled
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
             noise = self._predict(model_input, t, text.embeds, text.forward_kwargs(), compiled)
         if capture:

@@ -84,7 +84,7 @@ def expand_prompts(
             raise ConfigError(f"empty prompt {p!r}: give a non-empty text")
     images = [p for p in prompt_list for _ in range(images_per_prompt)]
     if isinstance(seeds, int):
-        seed_list = [seeds + k for _ in prompt_list for k in range(images_per_prompt)]
+        seed_list = [check_seed(seeds + k) for _ in prompt_list for k in range(images_per_prompt)]
     else:
         seed_list = [check_seed(s) for s in seeds]
         if len(seed_list) != len(images):
@@ -92,6 +92,4 @@ def expand_prompts(
                 f"{len(seed_list)} seeds for {len(images)} images ({len(prompt_list)} prompts x "
                 f"{images_per_prompt} per prompt): give one seed per image or a single int"
             )
-    for seed in seed_list:
-        check_seed(seed)
     return images, seed_list

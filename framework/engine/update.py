@@ -17,24 +17,28 @@ def combined_loss(terms: list[tuple[str, float, LossTerm]]) -> torch.Tensor:
     return sum(weight * term.step_size * term.value for _, weight, term in terms)  # type: ignore[return-value]
 
 
+def objective(terms: list[tuple[str, float, LossTerm]]) -> tuple[torch.Tensor, float]:
+    """What the default update differentiates, and the factor on its gradient: one term is
+    differentiated unscaled and then scaled by ``weight * step_size`` (the references' exact
+    order of operations); several are summed scaled (factor 1.0: ``z - 1.0 * g`` is ``z - g``
+    bit for bit)."""
+    if len(terms) == 1:
+        _, weight, term = terms[0]
+        return term.value, weight * term.step_size
+    return combined_loss(terms), 1.0
+
+
 @hookimpl(trylast=True)
 def attnguide_update_latents(
     latents: torch.Tensor, terms: list[tuple[str, float, LossTerm]]
 ) -> torch.Tensor:
     """Gradient descent ``z <- z - grad(sum(w * alpha * L), z)``: for one plugin of weight 1,
     the references' ``z - alpha * grad L``."""
-    if len(terms) == 1:
-        # One term: grad first, then scale - the references' exact order of operations.
-        _, weight, term = terms[0]
-        if not term.value.requires_grad:
-            return latents.detach()
-        (grad,) = torch.autograd.grad(term.value, [latents])
-        return (latents - (weight * term.step_size) * grad).detach()
-    total = combined_loss(terms)
-    if not total.requires_grad:
+    value, factor = objective(terms)
+    if not value.requires_grad:
         return latents.detach()
-    (grad,) = torch.autograd.grad(total, [latents])
-    return (latents - grad).detach()
+    (grad,) = torch.autograd.grad(value, [latents])
+    return (latents - factor * grad).detach()
 
 
 DEFAULT_UPDATE = "attnguide.engine.update"
@@ -60,29 +64,24 @@ def descend(steps: Sequence[Descent]) -> list[torch.Tensor]:
     """``attnguide_update_latents``'s default step for several images with one backward pass.
 
     Each image's objective depends on its own row only, so the gradient of their sum w.r.t. a
-    row is that image's gradient. As in the hook, one term is differentiated unscaled and then
-    scaled by ``weight * step_size``; several are summed scaled. Returns one detached
+    row is that image's gradient; each is scaled as in the hook (``objective``). Returns one detached
     ``[1, C, h, w]`` per step, in order (an objective without a graph leaves its row unchanged).
     """
     objectives: list[torch.Tensor] = []
     scales: list[float | None] = []
     for step in steps:
-        if len(step.terms) == 1:
-            _, weight, term = step.terms[0]
-            objective, scale = term.value, weight * term.step_size
-        else:
-            objective, scale = combined_loss(step.terms), 1.0
-        objectives.append(objective)
-        scales.append(scale if objective.requires_grad else None)
+        value, factor = objective(step.terms)
+        objectives.append(value)
+        scales.append(factor if value.requires_grad else None)
     wanted = [o for o, s in zip(objectives, scales) if s is not None]
     leaves = list({id(step.leaf): step.leaf for step, s in zip(steps, scales) if s is not None}.values())
     grads = dict(zip(map(id, leaves), torch.autograd.grad(wanted, leaves, allow_unused=True))) if wanted else {}
     out = []
-    for step, factor in zip(steps, scales):
+    for step, scale in zip(steps, scales):
         z = step.leaf[step.row : step.row + 1]
         grad = grads.get(id(step.leaf))
-        if factor is None or grad is None:
+        if scale is None or grad is None:
             out.append(z.detach())
-        else:  # several terms: factor 1.0, and z - 1.0 * g is z - g bit for bit
-            out.append((z - factor * grad[step.row : step.row + 1]).detach())
+        else:
+            out.append((z - scale * grad[step.row : step.row + 1]).detach())
     return out

@@ -210,17 +210,17 @@ def _run_batch(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedReci
     """One row per job. A batch that fails is run again one image at a time, so one bad image
     costs only itself and its error names it."""
     if len(batch) == 1:
-        return [_run_job(batch, engines, run_dir, loaded, rank)[0]]
+        return [_generate_and_write(batch, engines, run_dir, loaded, rank)[0]]
     try:
-        return _run_job(batch, engines, run_dir, loaded, rank, raise_errors=True)
+        return _generate_and_write(batch, engines, run_dir, loaded, rank, raise_errors=True)
     except Exception as exc:  # noqa: BLE001 - retried per image below, where each error is recorded
         if disk_fault(exc, run_dir) is not None:
             raise
         log.warning("a batch of %d images failed; running them one at a time", len(batch))
-        return [_run_job([job], engines, run_dir, loaded, rank)[0] for job in batch]
+        return [_generate_and_write([job], engines, run_dir, loaded, rank)[0] for job in batch]
 
 
-def _run_job(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int,
+def _generate_and_write(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int,
              raise_errors: bool = False) -> list[dict[str, Any]]:
     """Generate ``batch`` (jobs of one cell) in one engine call and write each image."""
     from ..results.images import save_image
