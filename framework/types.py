@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+from .lazy import torch
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from attnguide.lazy import F, np, torch
 
 # Attend-and-Excite's smoothing and scaling constants (Chefer et al. 2023, reference code).
 AE_KERNEL_SIZE = 3
@@ -91,16 +89,16 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kernel(
-    kernel_size: int = AE_KERNEL_SIZE, sigma: float = AE_SIGMA, dtype: torch.dtype = torch.float32
+    kernel_size: int = AE_KERNEL_SIZE, sigma: float = AE_SIGMA, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """Attend-and-Excite's 2-D smoothing kernel, ``[kernel_size, kernel_size]`` of ``dtype``.
 
     The reference builds each axis from ``exp(-((x - mean) / (2 * sigma)) ** 2)`` (note the
     ``2 * sigma`` inside the square: not the textbook Gaussian), multiplies the axes and
-    normalises to sum 1. For size 3 and sigma 0.5 the 1-D weights are
+    normalises to sum 1; ``dtype`` defaults to float32. For size 3 and sigma 0.5 the 1-D weights are
     ``[0.21194, 0.57612, 0.21194]``.
     """
-    x = torch.arange(kernel_size, dtype=dtype)
+    x = torch.arange(kernel_size, dtype=torch.float32 if dtype is None else dtype)
     mean = (kernel_size - 1) / 2
     norm = 1 / (sigma * math.sqrt(2 * math.pi))
     axis = norm * torch.exp(-(((x - mean) / (2 * sigma)) ** 2))

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import pydantic
-import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.lazy import torch
 from attnguide.types import AlignedWord, GuidanceContext, LossTerm
 
 from ._maps import (

@@ -16,9 +16,9 @@ import math
 from typing import Literal
 
 import pydantic
-import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.lazy import torch
 from attnguide.types import AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 
 from ._maps import (

@@ -30,10 +30,9 @@ import math
 from typing import Literal
 
 import pydantic
-import torch
-import torch.nn.functional as F
 
 from attnguide import LossParams, LossPlugin
+from attnguide.lazy import F, torch
 from attnguide.types import GuidanceContext, LossTerm, PromptAnalysis
 
 from ._maps import as_float, attend_excite_preprocess, attend_excite_step_size, gaussian_smooth

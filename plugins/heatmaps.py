@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pydantic
-import torch
 from PIL import Image, ImageDraw
 
 from attnguide import Callback, CallbackParams, RunState, hookimpl
+from attnguide.lazy import np, torch
 
 CELL = 128
 LABEL_H = 16

@@ -34,14 +34,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-import numpy as np
 import pydantic
-import torch
 
 from attnguide import LossParams, LossPlugin, hookimpl
 from attnguide.engine.requests import MapRequest
+from attnguide.lazy import np, torch
 from attnguide.types import AlignedWord, GuidanceContext, LossTerm, NoiseContext, PromptAnalysis
 
 from ._maps import as_float, attend_excite_preprocess, attend_excite_step_size, gaussian_smooth
@@ -52,7 +51,7 @@ from .conform import refinement_steps
 SELF_PAIR_EPS = 1e-6  # denominator guard of the self-attention conflict
 EMPTY_SELF_AT_MOST = 1e-6  # a round whose self conflict is <= this scores + 1
 OTSU_LEVELS = 255.0  # maps are quantised to floor(255 x) before OpenCV's Otsu
-FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's Otsu skips splits with a class below it
+FLT_EPSILON = 2.0**-23  # float32 eps (np.finfo); OpenCV's Otsu skips splits with a class below it
 
 
 class InitNOParams(LossParams):
@@ -288,7 +287,7 @@ def project_kl(optimiser: torch.optim.Optimizer, log_var: torch.Tensor, mu: torc
     return steps
 
 
-NoiseEvaluate = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+NoiseEvaluate: TypeAlias = "Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]"
 """``z -> (joint, cross, self)``: the noise loss of the forward on ``z`` and the two tested parts."""
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 
 import pydantic
-import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.lazy import torch
 from attnguide.types import AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 
 from ._maps import as_float, attend_excite_step_size

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pydantic
-import torch
 
 from attnguide import Callback, CallbackParams, ConfigError, hookimpl
 from attnguide.engine.requests import MapRequest
+from attnguide.lazy import torch
 from attnguide.models.tokenizer import clip_tokenizer
 from attnguide.parsers.noun_phrases import (
     NounPhrase,
@@ -45,7 +45,7 @@ from attnguide.types import (
     PromptAnalysis,
 )
 
-Placement = tuple[int, torch.Tensor]
+Placement: TypeAlias = "tuple[int, torch.Tensor]"
 """``(first position, rows [n, D])``: a phrase encoding's tokens and where they go."""
 
 

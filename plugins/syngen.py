@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Literal
 
 import pydantic
-import torch
 
 from attnguide import LossParams, LossPlugin
+from attnguide.lazy import torch
 from attnguide.types import AlignedBinding, AlignedWord, GuidanceContext, LossTerm, PromptAnalysis
 
 from ._maps import as_float, symmetric_kl

@@ -45,13 +45,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pydantic
-import torch
-import torch.nn.functional as F
 
 from attnguide import LossParams, LossPlugin, hookimpl
 from attnguide.engine.requests import MapRequest
+from attnguide.lazy import F, np, torch
 from attnguide.plugin.losses import window_contains
 from attnguide.types import (
     AlignedBinding,

@@ -35,8 +35,8 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_cli(*argvs: list[str]) -> dict[str, list]:
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps([HEAVY, list(argvs)])],
+def _run_cli(*argvs: list[str], heavy: tuple[str, ...] = HEAVY) -> dict[str, list]:
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps([heavy, list(argvs)])],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -86,3 +86,33 @@ def test_public_names_still_resolve():
         assert name in dir(attnguide)
     with pytest.raises(AttributeError):
         attnguide.NoSuchName  # noqa: B018 - the lazy __getattr__ still refuses unknown names
+
+
+SHIPPED_RECIPES = ("quickstart", "ablation_methods", "syngen_sdxl", "initno_sd14", "toyworld_binding")
+
+
+@pytest.mark.parametrize("recipe", SHIPPED_RECIPES)
+def test_validate_imports_no_heavy_library(recipe):
+    """``attnguide validate`` builds the plugin registry (every built-in plugin module is
+    imported, its Params model checked) without loading torch or numpy: plugin modules take
+    torch from ``attnguide.lazy``."""
+    result = _run_cli(["validate", recipe], heavy=(*HEAVY, "numpy"))
+    assert result["codes"] == [0]
+    assert result["loaded"] == [], f"attnguide validate {recipe} imported {result['loaded']}"
+
+
+def test_plugin_listing_imports_no_heavy_library():
+    result = _run_cli(["plugins"], heavy=(*HEAVY, "numpy"))
+    assert result["codes"] == [0]
+    assert result["loaded"] == []
+
+
+def test_builtin_plugin_modules_import_without_torch():
+    code = (
+        "import sys; import attnguide.plugins as p, pkgutil, importlib\n"
+        "for m in pkgutil.iter_modules(p.__path__): importlib.import_module('attnguide.plugins.' + m.name)\n"
+        "print([m for m in ('torch', 'numpy') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"

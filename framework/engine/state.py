@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from ..lazy import torch
 from ..types import LossRecord, PromptAnalysis
 
 
@@ -16,6 +15,10 @@ class ImageRecord:
 
     ``losses`` holds one ``LossRecord`` per evaluated term, in evaluation order (steps, then
     the run's order of plugins); ``skipped`` lists updates skipped for a non-finite loss.
+    ``generator`` is True when the initial latents were drawn from a caller's
+    ``torch.Generator`` (``Engine.generate(generator=...)``); ``seed`` is then that generator's
+    ``initial_seed()``, which reproduces the image only if the generator was a fresh CPU
+    generator of this image alone.
     """
 
     index: int
@@ -25,9 +28,10 @@ class ImageRecord:
     losses: list[LossRecord] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     refinement_iterations: dict[int, int] = field(default_factory=dict)
+    generator: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "index": self.index,
             "prompt": self.prompt,
             "seed": self.seed,
@@ -36,6 +40,9 @@ class ImageRecord:
             "skipped_updates": self.skipped,
             "refinement_iterations": {str(k): v for k, v in self.refinement_iterations.items()},
         }
+        if self.generator:
+            out["generator"] = True
+        return out
 
 
 @dataclass

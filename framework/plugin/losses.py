@@ -22,9 +22,9 @@ import math
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pydantic
-import torch
 
 from ..errors import ConfigError
+from ..lazy import torch
 from ..types import GuidanceContext, LossTerm
 from .hookspecs import hookimpl
 from .params import validate_plugin_params
