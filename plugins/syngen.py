@@ -9,6 +9,8 @@ For every attribute binding and every (modifier ``m``, entity ``n``) pair::
 ``A`` is a token's attention map read as a distribution over pixels, ``dist`` the symmetric KL
 (:func:`attnguide.plugins._maps.symmetric_kl`), and ``U`` the prompt token positions outside
 the binding. A word of several BPE pieces takes the max over its pieces, as the reference does.
+``include_entities=True`` (the reference's option of that name) adds, for every entity ``n``
+without modifiers, ``-mean_{u in U} dist(A_n, A_u)`` (no 1/2: there is no modifier term).
 See docs/methods.md for every difference from the reference code.
 """
 
@@ -39,6 +41,18 @@ class SynGenParams(LossParams):
         description="U: every prompt token outside the binding (reference), "
         "or the words of the other bindings",
     )
+    include_entities: bool = pydantic.Field(
+        False,
+        description="reference include_entities=True: also add -mean_{u in U} dist(A_n, A_u) "
+        "for every entity without modifiers",
+    )
+
+    @pydantic.field_validator("include_entities")
+    @classmethod
+    def _not_with_entities_only(cls, value: bool, info: pydantic.ValidationInfo) -> bool:
+        if value and info.data.get("entities_only"):
+            raise ValueError("cannot be combined with entities_only=True (choose one entities mode)")
+        return value
 
 
 class DistanceTable:
@@ -147,9 +161,10 @@ class SynGenLoss(LossPlugin[SynGenParams]):
     def compute(self, ctx: GuidanceContext, maps: torch.Tensor) -> LossTerm | None:
         params = self.params
         analysis = ctx.analysis
-        source = analysis.bindings if params.entities_only else analysis.attribute_bindings
+        every_entity = params.entities_only or params.include_entities
+        source = analysis.bindings if every_entity else analysis.attribute_bindings
         bindings = guided_bindings(source)
-        if not params.entities_only:
+        if not every_entity:
             bindings = [b for b in bindings if b.modifiers]
         if not bindings:
             return None
@@ -170,6 +185,11 @@ class SynGenLoss(LossPlugin[SynGenParams]):
             for _, pos, neg in pair_terms(table, binding, outside):
                 pos_total = pos_total + pos
                 neg_total = neg_total + neg
+        if params.include_entities:
+            # After every attribute binding, as the reference's merged subtree list orders them.
+            for binding, outside in units:
+                if not binding.modifiers:
+                    neg_total = neg_total + negative_term(table, binding.entity, outside)
         value = pos_total + neg_total
         return LossTerm(
             value=value,

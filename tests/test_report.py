@@ -91,11 +91,13 @@ def test_the_report_of_a_real_run_shows_grid_metrics_curves_maps_and_recipe(real
     for cell in ("method-none", "method-syngen"):
         for seed in (0, 1):
             assert f"{cell}/a_red_car_and_a_blue_dog_s{seed}.png" in page.images
-            assert f"{cell}/a_red_car_and_a_blue_dog_s{seed}.heatmaps.png" in page.images
+            assert f"{cell}/a_red_car_and_a_blue_dog_s{seed}.heatmaps.png" in page.links
+            assert f"report_files/heatmaps/{cell}/a_red_car_and_a_blue_dog_s{seed}.heatmaps.png" in page.images
     assert "report_files/loss_syngen.png" in page.images and set(report.loss_plots) == {"syngen"}
     assert "grids/a_red_car_and_a_blue_dog.png" in page.links
     text = "".join(page.text)
     assert "name: t" in text and "clip_min_object" in text and "blip_vqa" in text
+    assert text.count("raw attention ") == 4, "each sheet gives the value range of its saved maps"
     rows = list(csv.DictReader(report.csv.read_text().splitlines()))
     assert [(r["cell"], r["method"], r["images"]) for r in rows] == [("method-none", "none", "2"),
                                                                     ("method-syngen", "syngen", "2")]

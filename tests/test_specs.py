@@ -44,7 +44,8 @@ def test_spec_problems_lists_every_problem_by_key():
 def test_flat_spec_of_a_built_plugin_fills_every_parameter():
     plugin = build_plugin(PluginSpec("loss", "syngen", {"step_size": 3}, 0.5), REGISTRY)
     assert flat_spec(plugin) == {"name": "syngen", "weight": 0.5, "window": [0.0, 0.5], "step_size": 3.0,
-                                 "entities_only": False, "negatives": "all_tokens"}
+                                 "entities_only": False, "negatives": "all_tokens",
+                                 "include_entities": False}
 
 
 def _engine_error(losses):

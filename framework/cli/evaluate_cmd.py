@@ -1,4 +1,5 @@
-"""``attnguide evaluate RUN_DIR``: CLIP and BLIP-VQA scores per image, means with CIs per cell."""
+"""``attnguide evaluate RUN_DIR``: CLIP and BLIP-VQA scores (or the toy-world judge's verdicts) per
+image, means with CIs per cell."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any, TextIO
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="score a run's images (CLIP, BLIP-VQA), aggregate per sweep cell",
+    p = sub.add_parser("evaluate", help="score a run's images (CLIP, BLIP-VQA, toy judge), aggregate per sweep cell",
                        description="Writes RUN_DIR/metrics.jsonl (per image) and RUN_DIR/metrics_summary.json "
                                    "(per cell: mean and 95%% bootstrap interval). See docs/evaluation.md.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `attnguide run` (or generate)")
-    p.add_argument("--metrics", default="clip,vqa", help="comma-separated: clip, vqa (default: both)")
+    p.add_argument("--metrics", default="auto", help="comma-separated: clip, vqa, toy (the toy-world judge); "
+                   "default auto: toy for runs of the toyworld model, clip,vqa for others")
     p.add_argument("--clip-model", default=None, help="CLIP hub id or local directory "
                    "(default openai/clip-vit-base-patch16)")
     p.add_argument("--vqa-model", default=None, help="BLIP-VQA hub id or local directory "

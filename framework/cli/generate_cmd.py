@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .verbosity import add_output_flags, library_output
 
 
 def register(sub: Any) -> None:
@@ -36,7 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--save-latents", action="store_true", help="also write <name>.latents.safetensors")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true", help="32-true (CPU), 16-mixed or bf16-mixed (CUDA)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p)
     p.set_defaults(func=run)
 
 
@@ -135,6 +136,7 @@ def _generate(args: argparse.Namespace, sampling: Any, prompts: list[str], seeds
     from ..results.images import image_name, save_image
 
     started = time.perf_counter()
+    library_output(args.verbose)
     pipe = load_pipeline(args.model, scheduler=args.scheduler)
     engine = Engine(
         pipe, runtime=RuntimeConfig(accelerator=args.accelerator, precision=args.precision),

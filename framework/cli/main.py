@@ -23,8 +23,10 @@ SUBCOMMANDS: tuple[str, ...] = (
     "attnguide.cli.datasets_cmd",
     "attnguide.cli.evaluate_cmd",
     "attnguide.cli.attention_cmd",
+    "attnguide.cli.explore_cmd",
     "attnguide.cli.report_cmd",
     "attnguide.cli.toyworld_cmd",
+    "attnguide.cli.tune_cmd",
 )
 
 EXIT_USAGE = 2

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttnguideError
+from .verbosity import add_output_flags, library_output
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument("recipe", help="a shipped recipe name or a recipe YAML file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. sampling.steps=20")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the jobs, run nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_flags(p)
     p.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check recipes without loading any weights")
@@ -62,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_dry_run(loaded)
         return 0
     check_output_dir(loaded, create=True)
+    library_output(args.verbose)
     from ..runs.runner import run_recipe
 
     summary = run_recipe(loaded, progress=not args.quiet)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .verbosity import add_output_flags, library_output
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -78,6 +79,7 @@ def register(sub: Any) -> None:
     e.add_argument("--out", default=None, help="folder for samples.jsonl (resumable), summary.json and example PNGs")
     e.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     e.add_argument("--accelerator", default="auto")
+    add_output_flags(e)
     e.set_defaults(func=run_evaluate)
     a = toy.add_parser("attention", help="do the model's cross-attention maps put each token on its own object?")
     a.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
@@ -179,11 +181,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # fail on a misspelt method or parameter, or a bad value, before loading weights
     resolve_methods(methods + single, loss_plugins, pm.registry)
     out = Path(args.out) if args.out else None
+    library_output(args.verbose)
     engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
                     runtime=RuntimeConfig(accelerator=args.accelerator))
     summary = evaluate(engine, methods, samples=args.samples, single_samples=args.single_samples,
                        single_methods=single, seed=args.seed, batch_size=args.batch_size, out_dir=out,
-                       progress=lambda line: print(line, file=sys.stderr, flush=True), loss_plugins=loss_plugins,
+                       progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
+                       step_progress=not args.quiet, loss_plugins=loss_plugins,
                        steps=args.steps, guidance_scale=args.guidance_scale)
     if out is not None:
         config = {k: v for k, v in vars(args).items() if k != "func"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ from .interventions import edited_conditioning, implements, initial_latents
 from .modulation import Modulation
 from .requests import MapRequest, check_requests, requests_of, selected_layers, unet_grids
 from .runtime import RuntimeConfig, make_fabric
-from .sampling import SamplingConfig, expand_prompts, scheduler_time
+from .sampling import SamplingConfig, image_draws, sampling_config, scheduler_time
 from .state import ImageRecord, RunState
 from .text_maps import TextMaps, combine, token_matrix
 
@@ -174,11 +174,12 @@ class Engine:
     def generate(
         self,
         prompts: str | Sequence[str],
-        seeds: int | Sequence[int] = 0,
+        seeds: int | Sequence[int] | None = None,
         *,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         losses: Sequence[LossLike] = (),
         callbacks: Sequence[CallbackLike] = (),
-        sampling: SamplingConfig | None = None,
+        sampling: SamplingConfig | Mapping[str, Any] | None = None,
         analyses: Sequence[PromptAnalysis] | None = None,
         output_type: str = "pil",
         progress: bool = True,
@@ -188,27 +189,33 @@ class Engine:
 
         Args:
             prompts: a prompt or a list of prompts.
-            seeds: one seed per image (``len(prompts) * images_per_prompt``), or one int:
-                image ``k`` of every prompt gets ``seed + k``. A seed fixes its image's
-                initial latents whatever else is in the batch.
+            seeds: one seed per image (``len(prompts) * images_per_prompt``), or one int (or a
+                list of one): image ``k`` of every prompt gets ``seed + k``; default 0. A seed
+                fixes its image's initial latents whatever else is in the batch.
+            generator: diffusers' alternative to ``seeds``: a ``torch.Generator`` that draws
+                every image's initial latents in one draw, or a list with one per image. Each
+                record's ``seed`` is then its generator's ``initial_seed()`` and its
+                ``generator`` flag is set. Not together with ``seeds``.
             losses: loss plugins - registered names, ``{"name": ..., "weight": ...,
                 "window": [start, end] | "time_window": [low, high], **params}`` dicts, or
                 ``LossPlugin`` instances.
             callbacks: callback names, dicts or instances.
-            sampling: steps, guidance scale, size, negative prompt, scheduler ...; keyword
-                overrides (``steps=10``) are applied on top.
+            sampling: a ``SamplingConfig`` or a dict of its settings (steps, guidance scale,
+                size, negative prompt ...); keyword overrides (``steps=10``) are applied on top.
+                Keywords may use diffusers' names: ``num_inference_steps``,
+                ``num_images_per_prompt``, ``negative_prompt`` (``attnguide.engine.sampling``).
             analyses: precomputed prompt analyses (one per prompt); parsed when omitted and
                 a loss or callback needs them.
             output_type: ``"pil"`` or ``"latent"`` (skip decoding).
         """
-        cfg = _sampling(sampling, sampling_overrides)
-        prompt_list, seed_list = expand_prompts(prompts, seeds, cfg.images_per_prompt)
+        cfg = sampling_config(sampling, sampling_overrides)
+        prompt_list, seed_list, draws = image_draws(prompts, seeds, generator, cfg.images_per_prompt, self.device)
         loss_plugins = build_losses(losses, self.pm.registry, family=self.family)
         callback_plugins = build_callbacks(callbacks, self.pm.registry, family=self.family)
         needs = bool(loss_plugins) or any(c.needs_analysis or _intervenes(c) for c in callback_plugins)
         per_prompt = self._analyses(prompt_list, analyses, needs)
         records = [
-            ImageRecord(index=i, prompt=p, seed=s, analysis=per_prompt.get(p))
+            ImageRecord(index=i, prompt=p, seed=s, analysis=per_prompt.get(p), generator=generator is not None)
             for i, (p, s) in enumerate(zip(prompt_list, seed_list))
         ]
         run = RunState(config=self._run_config(cfg, loss_plugins), records=records)
@@ -224,7 +231,7 @@ class Engine:
                    if self._captures(run) else contextlib.nullcontext())
         try:
             with capture:
-                latents = self._denoise(cfg, prompt_list, seed_list, run, run_pm, weights, progress)
+                latents = self._denoise(cfg, prompt_list, draws, run, run_pm, weights, progress)
         finally:
             self.store.extras, self.store.modulation = {}, None
         images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
@@ -287,13 +294,14 @@ class Engine:
         }
 
     def _denoise(
-        self, cfg: SamplingConfig, prompts: list[str], seeds: list[int], run: RunState,
-        run_pm: Any, weights: dict[str, float], progress: bool,
+        self, cfg: SamplingConfig, prompts: list[str], generators: torch.Generator | list[torch.Generator],
+        run: RunState, run_pm: Any, weights: dict[str, float], progress: bool,
     ) -> torch.Tensor:
+        """The denoising loop; ``generators`` draw the initial latents (one per image, or one
+        drawing the whole batch) and any scheduler noise."""
         pipe = self.pipe
         height, width = cfg.resolve_size(pipe)
         text = encode(pipe, self.family, cfg, prompts, self.device, (height, width))
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         if self.family == "flux":
             latents, timesteps, extra = self._prepare_flux(cfg, text, len(prompts), (height, width), generators)
         else:
@@ -470,7 +478,8 @@ class Engine:
         return noise
 
     def _prepare_flux(self, cfg: SamplingConfig, text: Conditioning, batch: int, size: tuple[int, int],
-                      generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+                      generators: torch.Generator | list[torch.Generator],
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Packed latents ``[B, tokens, 4C]``, timesteps with Flux's resolution-dependent shift
         and its sigma schedule, as ``FluxPipeline.__call__`` prepares them."""
         import numpy as np
@@ -540,17 +549,6 @@ class Engine:
             image = pipe.watermark.apply_watermark(image)
         images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil")
         return images
-
-
-def _sampling(base: SamplingConfig | None, overrides: dict[str, Any]) -> SamplingConfig:
-    """``base`` with keyword overrides, validated; a bad key or value is a ``ConfigError``."""
-    import pydantic
-
-    try:
-        return SamplingConfig(**{**(base or SamplingConfig()).model_dump(), **overrides})
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid sampling settings: {problems}") from None
 
 
 def _intervenes(plugin: Any) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,20 @@ from ..results.reader import ImageEntry, read_run
 from .models import DEFAULT_BLIP_VQA, DEFAULT_CLIP
 from .phrases import noun_phrases
 from .stats import BOOTSTRAP_SAMPLES, CONFIDENCE, bootstrap_ci, phrase_preference
+from .toy_judge import LOWER_IS_BETTER, TOY_SCALARS, is_toyworld_run, judge_image, toy_objects
 from .vqa import DEFAULT_TEMPLATE
 
 METRICS_FILE, SUMMARY_FILE = "metrics.jsonl", "metrics_summary.json"
-FAMILIES = ("clip", "vqa")
-# scalar metrics per image, all "higher is better", in report order
+FAMILIES = ("clip", "vqa", "toy")
+AUTO = "auto"  # toy for runs of the toyworld model, clip and vqa for every other run
+# scalar metrics per image, in report order; higher is better except for LOWER_IS_BETTER
 SCALARS: dict[str, str] = {
     "clip_score": "CLIP similarity of image and full prompt",
     "clip_min_object": "minimum over noun phrases of CLIP similarity (Attend-and-Excite)",
     "syngen_preference": "mean over phrases of CLIP softmax across cells (SynGen); 1/cells = chance",
     "syngen_win": "share of (prompt, seed) where this cell's image is SynGen's preferred one",
     "blip_vqa": "product over noun phrases of BLIP-VQA P(yes) (T2I-CompBench style)",
+    **TOY_SCALARS,
 }
 
 
@@ -38,7 +41,7 @@ SCALARS: dict[str, str] = {
 class EvalSettings:
     """What to compute and with which models (also recorded in the summary)."""
 
-    metrics: tuple[str, ...] = FAMILIES
+    metrics: tuple[str, ...] = (AUTO,)
     clip_model: str = DEFAULT_CLIP
     vqa_model: str = DEFAULT_BLIP_VQA
     phrases: str = "auto"
@@ -49,9 +52,12 @@ class EvalSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if tuple(self.metrics) == (AUTO,):
+            return
         unknown = [m for m in self.metrics if m not in FAMILIES]
         if unknown or not self.metrics:
-            raise ConfigError(f"unknown metrics {unknown or list(self.metrics)!r}; choose from {', '.join(FAMILIES)}")
+            raise ConfigError(f"unknown metrics {unknown or list(self.metrics)!r}; choose from {', '.join(FAMILIES)} "
+                              f"(or {AUTO!r} alone)")
 
 
 @dataclass
@@ -66,12 +72,20 @@ def evaluate_run(run_dir: Path | str, settings: EvalSettings | None = None, *, c
                  vqa: Any = None, progress: bool = False) -> EvalResult:
     """Score the run's images, write ``metrics.jsonl`` and ``metrics_summary.json``.
 
+    ``settings.metrics == ("auto",)`` (the default) scores a run of the ``toyworld`` model with
+    the toy judge (no model to load) and any other run with CLIP and BLIP-VQA.
+
     Args:
         clip: a ``ClipScorer``; loaded from ``settings.clip_model`` when needed and not given.
         vqa: a ``BlipVqaScorer``; loaded from ``settings.vqa_model`` likewise.
     """
     settings = settings or EvalSettings()
     contents = read_run(run_dir)
+    if tuple(settings.metrics) == (AUTO,):
+        settings = replace(settings, metrics=("toy",) if is_toyworld_run(contents) else ("clip", "vqa"))
+    if "toy" in settings.metrics:
+        for prompt in contents.prompts:
+            toy_objects(prompt)  # a prompt the judge cannot read fails before any scoring
     clip, vqa = _scorers(settings, clip, vqa)
     rows = score_images(contents.run_dir, contents.images, settings, clip=clip, vqa=vqa, progress=progress)
     add_preferences(rows)
@@ -110,15 +124,19 @@ def score_images(run_dir: Path, images: Sequence[ImageEntry], settings: EvalSett
             pictures = [Image.open(run_dir / e.image).convert("RGB") for e in chunk]
             embeddings: Any = clip.image_embeddings(pictures) if clip is not None else None
             for k, (entry, picture) in enumerate(zip(chunk, pictures)):
-                phrases, method = noun_phrases(entry.prompt, settings.phrases)
                 row: dict[str, Any] = {"cell": entry.cell, "prompt": entry.prompt, "seed": entry.seed,
-                                       "image": entry.image, "phrases": phrases, "phrase_method": method}
+                                       "image": entry.image}
+                if clip is not None or vqa is not None:
+                    phrases, method = noun_phrases(entry.prompt, settings.phrases)
+                    row.update(phrases=phrases, phrase_method=method)
                 if clip is not None:
                     scores = clip.score(embeddings[k], entry.prompt, phrases)
                     row.update(clip_score=scores.full, clip_min_object=scores.min_object,
                                clip_phrases=scores.phrases, clip_phrase_logits=scores.phrase_logits)
                 if vqa is not None:
                     row["blip_vqa"], row["vqa_p_yes"] = vqa.score(picture, phrases)
+                if "toy" in settings.metrics:
+                    row.update(judge_image(picture, entry.prompt))
                 rows.append(row)
                 bar.update(1)
     return rows
@@ -160,6 +178,7 @@ def summarise(rows: list[dict[str, Any]], cells: Sequence[str], prompts: Sequenc
             if mine:
                 per_prompt[prompt][cell] = {m: _mean([r[m] for r in mine if m in r]) for m in present}
     return {"settings": asdict(settings), "metrics": {m: SCALARS[m] for m in present},
+            "lower_is_better": [m for m in present if m in LOWER_IS_BETTER],
             "confidence": CONFIDENCE, "cells": by_cell, "per_prompt": per_prompt}
 
 

@@ -1,7 +1,9 @@
 """The report as one static HTML page: no scripts, no external styles or fonts.
 
 Images are referenced by paths relative to the page (or embedded as data URIs), so the page
-opens from disk and the run directory can be copied elsewhere with it.
+opens from disk and the run directory can be copied elsewhere with it. Images smaller than
+``MIN_DISPLAY_PX`` (the toy model's 64 px) are shown at a whole multiple of their size with
+``image-rendering: pixelated``, so the browser enlarges them by nearest neighbour, not blur.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from typing import Any
 from urllib.parse import quote
 
 from ..results.reader import RunContents
+from .colour_scale import MapRange
 from .tables import CellRow, best_cells, format_estimate
+
+MIN_DISPLAY_PX = 256
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1600px}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.best{background:#e3f6e3;font-weight:bold}
-.grid img{max-width:220px;display:block}.sheets img{max-width:100%;display:block}.missing{background:#eee;color:#777}
+.grid img{max-width:220px;display:block}
+img.pixelated{image-rendering:pixelated;max-width:none}
+.sheets img{max-width:100%;display:block}.missing{background:#eee;color:#777}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}figure{display:inline-block;margin:.5em}
 figcaption{font-size:12px;color:#555}nav a{margin-right:1em}.note{color:#666}
 """
@@ -38,6 +45,44 @@ class PageInputs:
     per_prompt: dict[str, dict[str, dict[str, Any]]]
     loss_plots: dict[str, Path] = field(default_factory=dict)
     grids: dict[str, Path] = field(default_factory=dict)
+    sheets: dict[str, ScaledSheet] = field(default_factory=dict)  # image (relative path) -> its sheet
+    lower_is_better: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ScaledSheet:
+    """A heat-map sheet as the run wrote it, the copy with a colour scale, and its raw value range."""
+
+    original: Path
+    scaled: Path
+    value_range: MapRange | None
+
+
+def display_scale(path: Path) -> tuple[int, int, int] | None:
+    """``(width, height, factor)`` for an image whose longer side is under ``MIN_DISPLAY_PX``:
+    the smallest whole factor that brings it to at least that size; None for larger or
+    unreadable images."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError:
+        return None
+    longest = max(width, height)
+    if longest <= 0 or longest >= MIN_DISPLAY_PX:
+        return None
+    return width, height, -(-MIN_DISPLAY_PX // longest)
+
+
+def image_tag(src: str, path: Path, alt: str) -> str:
+    """``<img>`` for ``path``; a small image gets a pixelated, whole-multiple display size."""
+    scale = display_scale(path)
+    if scale is None:
+        return f'<img src="{src}" alt="{escape(alt)}">'
+    width, height, factor = scale
+    return (f'<img class="pixelated" src="{src}" alt="{escape(alt)}" width="{width * factor}" '
+            f'height="{height * factor}">')
 
 
 class Links:
@@ -74,9 +119,9 @@ def render_page(inputs: PageInputs, link: Callable[..., str], title: str) -> str
     return "\n".join(parts)
 
 
-def _metrics_table(rows: list[CellRow], metrics: list[str]) -> str:
-    best = {m: best_cells(rows, m) for m in metrics}
-    head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
+def _metrics_table(rows: list[CellRow], metrics: list[str], lower: frozenset[str] = frozenset()) -> str:
+    best = {m: best_cells(rows, m, lower=m in lower) for m in metrics}
+    head = "".join(f"<th>{escape(m)}{' &darr;' if m in lower else ''}</th>" for m in metrics)
     body = []
     for r in rows:
         labels = ", ".join(f"{k}={v}" for k, v in r.labels.items())
@@ -97,8 +142,8 @@ def _metrics_section(inputs: PageInputs) -> str:
         out.append(_metrics_table(inputs.rows, []))
         return "\n".join(out)
     out.append("<p>Mean over images [95% bootstrap interval]; the best cell per column is highlighted "
-               "(every metric: higher is better).</p>")
-    out.append(_metrics_table(inputs.rows, list(inputs.metrics)))
+               "(higher is better, except in columns marked &darr;).</p>")
+    out.append(_metrics_table(inputs.rows, list(inputs.metrics), inputs.lower_is_better))
     out.append("<ul>" + "".join(f"<li><b>{escape(m)}</b>: {escape(d)}</li>" for m, d in inputs.metrics.items()) + "</ul>")
     return "\n".join(out)
 
@@ -131,18 +176,26 @@ def _prompt_section(inputs: PageInputs, link: Callable[..., str], index: int, pr
             if entry is None:
                 tds.append('<td class="missing">missing</td>')
             else:
-                src = link(c.run_dir / entry.image)
-                href = link(c.run_dir / entry.image, image=False)
-                tds.append(f'<td><a href="{href}"><img src="{src}" alt="{escape(cell)} seed {seed}"></a></td>')
+                path = c.run_dir / entry.image
+                img = image_tag(link(path), path, f"{cell} seed {seed}")
+                tds.append(f'<td><a href="{link(path, image=False)}">{img}</a></td>')
         rows.append(f"<tr><th>seed {seed}</th>{''.join(tds)}</tr>")
     out.append(f'<table class="grid"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
     if prompt in inputs.grids:
         out.append(f'<p><a href="{link(inputs.grids[prompt], image=False)}">comparison grid PNG</a></p>')
-    candidates = [(e, e.sibling("heatmaps.png")) for e in c.images if e.prompt == prompt]
-    sheets = [(e, s) for e, s in candidates if s and (c.run_dir / s).is_file()]
+    sheets = [(e, inputs.sheets[e.image]) for e in c.images if e.prompt == prompt and e.image in inputs.sheets]
     if sheets:
-        figs = "".join(f'<figure><img src="{link(c.run_dir / s)}" alt="heat maps {escape(e.cell)} seed {e.seed}">'
-                       f"<figcaption>{escape(e.cell)}, seed {e.seed}</figcaption></figure>" for e, s in sheets)
+        figs = "".join(_sheet_figure(e.cell, e.seed, s, link) for e, s in sheets)
         out.append(f'<details class="sheets"><summary>attention heat maps ({len(sheets)})</summary>{figs}</details>')
     out.append("</section>")
     return "\n".join(out)
+
+
+def _sheet_figure(cell: str, seed: int, sheet: ScaledSheet, link: Callable[..., str]) -> str:
+    """The sheet with its colour scale, linked to the sheet as the run wrote it."""
+    value_range = sheet.value_range
+    raw = (f"; raw attention {value_range.low:.4g} to {value_range.high:.4g}" if value_range is not None
+           else "; raw values not saved")
+    return (f'<figure><a href="{link(sheet.original, image=False)}"><img src="{link(sheet.scaled)}" '
+            f'alt="heat maps {escape(cell)} seed {seed}"></a><figcaption>{escape(cell)}, seed {seed} '
+            f"(colours: each map from its own min to max{raw})</figcaption></figure>")

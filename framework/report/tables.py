@@ -36,14 +36,14 @@ def cell_rows(contents: RunContents, summary: dict[str, Any] | None) -> list[Cel
     return rows
 
 
-def best_cells(rows: list[CellRow], metric: str) -> set[str]:
-    """Cells whose mean of ``metric`` is the highest (every metric here is higher-is-better);
-    none when fewer than two cells have a value or all of them are equal."""
+def best_cells(rows: list[CellRow], metric: str, *, lower: bool = False) -> set[str]:
+    """Cells whose mean of ``metric`` is the highest (the lowest with ``lower``, for rates such
+    as ``neglect_rate``); none when fewer than two cells have a value or all of them are equal."""
     means = {r.cell: r.metrics.get(metric, {}).get("mean") for r in rows}
     known = {c: m for c, m in means.items() if m is not None}
     if len(known) < 2 or len(set(known.values())) == 1:
         return set()
-    top = max(known.values())
+    top = min(known.values()) if lower else max(known.values())
     return {c for c, m in known.items() if m == top}
 
 
@@ -73,10 +73,12 @@ def to_csv(rows: list[CellRow], metrics: list[str]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[CellRow], metrics: list[str]) -> str:
-    """A Markdown table, the best value of each metric in bold."""
-    best = {m: best_cells(rows, m) for m in metrics}
-    lines = ["| cell | images | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+def to_markdown(rows: list[CellRow], metrics: list[str], lower: frozenset[str] = frozenset()) -> str:
+    """A Markdown table, the best value of each metric in bold (the lowest for ``lower``
+    metrics, whose headers carry a "(lower is better)" mark)."""
+    best = {m: best_cells(rows, m, lower=m in lower) for m in metrics}
+    names = [f"{m} (lower is better)" if m in lower else m for m in metrics]
+    lines = ["| cell | images | " + " | ".join(names) + " |", "|---" * (len(metrics) + 2) + "|"]
     for r in rows:
         cells = []
         for m in metrics:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..engine.engine import GenerationResult
 from .files import slugify, versions, write_json, write_png, write_tensors
 
@@ -16,7 +18,9 @@ def image_name(prompt: str, seed: int, method: str = "") -> str:
 
 
 def image_metadata(result: GenerationResult, index: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to reproduce image ``index``: settings, bindings, losses, versions."""
+    """Everything needed to reproduce image ``index``: settings, bindings, losses, versions, and
+    ``threads``, torch's intra-op thread count (CPU kernels may round otherwise with another;
+    read as the image is written, right after it was generated in the same process)."""
     record = result.records[index]
     config = {k: v for k, v in result.config.items() if not k.startswith("_")}
     return {
@@ -29,6 +33,7 @@ def image_metadata(result: GenerationResult, index: int, extra: dict[str, Any] |
         "skipped_updates": record.skipped,
         "refinement_iterations": {str(k): v for k, v in record.refinement_iterations.items()},
         "timings": dict(result.run.timings),
+        "threads": torch.get_num_threads(),
         "versions": versions(),
     }
 

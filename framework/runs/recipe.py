@@ -47,7 +47,8 @@ class Cell:
 
     def hashed_config(self) -> dict[str, Any]:
         """What decides this cell's pixels: the content hash of an image covers this, its
-        prompt and its seed. Where outputs go and how many processes run do not count."""
+        prompt and its seed. Where outputs go and how many processes run do not count; the
+        torch thread count does (CPU kernels sum in another order with another count)."""
         r = self.recipe
         out: dict[str, Any] = {
             "model": r.model.model_dump(mode="json"),
@@ -56,6 +57,7 @@ class Cell:
             "losses": self.losses,
             "callbacks": self.callbacks,
             "precision": r.runtime.precision,
+            "threads": r.runtime.threads,
         }
         if self.losses or self.callbacks:
             out["parser"] = {"name": r.parser.name, **r.parser.params()}

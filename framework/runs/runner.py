@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..engine.runtime import make_fabric
+from ..engine.runtime import kept_threads, make_fabric, pin_threads
 from ..errors import AttnguideError, RunIOError
 from ..results.files import append_jsonl, atomic_write, disk_fault, write_json
 from ..results.shared import write_grids, write_resolved_recipes
@@ -67,13 +67,23 @@ def run_recipe(loaded: LoadedRecipe, *, progress: bool = True, report: Any = pri
     """Run every job of ``loaded``; returns the summary on global rank 0, ``None`` elsewhere.
 
     The run directory must already be checked writable (``check_output_dir(create=True)``).
+    Each process computes at ``runtime.threads`` torch threads; this one, when the run ends,
+    sets back the count (and ``OMP_NUM_THREADS``) it had, so a notebook calling this keeps its own.
     """
     fabric = make_fabric(loaded.recipe.runtime)
     for name in ("lightning.fabric", "lightning.pytorch"):  # after lightning's import sets them; the
         logging.getLogger(name).setLevel(logging.WARNING)  # summary says how many processes ran
-    work = functools.partial(_run_on_rank, loaded=loaded, progress=progress, report=report)
-    summary: RunSummary | None = fabric.launch(work)
+    work = functools.partial(_run_pinned, loaded=loaded, progress=progress, report=report)
+    with kept_threads():
+        summary: RunSummary | None = fabric.launch(work)
     return summary
+
+
+def _run_pinned(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: Any) -> RunSummary | None:
+    """``_run_on_rank`` at ``runtime.threads`` torch threads, set in each process once launched:
+    after Lightning's launcher chose its own count (cores / processes)."""
+    pin_threads(loaded.recipe.runtime.threads)
+    return _run_on_rank(fabric, loaded=loaded, progress=progress, report=report)
 
 
 def _run_on_rank(fabric: Any, *, loaded: LoadedRecipe, progress: bool, report: Any) -> RunSummary | None:
@@ -182,12 +192,13 @@ def _weights_key(job: Job) -> str:
 def _execute(jobs: list[Job], engines: Any, run_dir: Path, journal: Path, loaded: LoadedRecipe,
              rank: int, world: int, progress: bool, counts: dict[str, int]) -> None:
     """Run ``jobs``, journal a row for each and count them into ``counts`` (kept when a disk
-    error stops the sweep)."""
+    error stops the sweep). With ``progress``, a bar counts the images and, under it while a
+    batch is made, the engine's bar counts its denoising steps (so a slow image still moves)."""
     desc = loaded.name if world == 1 else f"{loaded.name} rank 0/{world}"
     with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches(jobs, loaded.recipe.runtime.batch_size):
             bar.set_postfix_str(batch[0].cell.name, refresh=False)
-            for job, row in zip(batch, _run_batch(batch, engines, run_dir, loaded, rank)):
+            for job, row in zip(batch, _run_batch(batch, engines, run_dir, loaded, rank, steps=progress)):
                 append_jsonl(journal, row)
                 counts["written" if row["status"] == "ok" else "failed"] += 1
                 if row["status"] != "ok":
@@ -206,23 +217,25 @@ def batches(jobs: list[Job], size: int) -> list[list[Job]]:
     return out
 
 
-def _run_batch(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int) -> list[dict[str, Any]]:
+def _run_batch(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int,
+               steps: bool = False) -> list[dict[str, Any]]:
     """One row per job. A batch that fails is run again one image at a time, so one bad image
-    costs only itself and its error names it."""
+    costs only itself and its error names it. ``steps``: show the engine's denoising-step bar."""
     if len(batch) == 1:
-        return [_generate_and_write(batch, engines, run_dir, loaded, rank)[0]]
+        return [_generate_and_write(batch, engines, run_dir, loaded, rank, steps=steps)[0]]
     try:
-        return _generate_and_write(batch, engines, run_dir, loaded, rank, raise_errors=True)
+        return _generate_and_write(batch, engines, run_dir, loaded, rank, raise_errors=True, steps=steps)
     except Exception as exc:  # noqa: BLE001 - retried per image below, where each error is recorded
         if disk_fault(exc, run_dir) is not None:
             raise
         log.warning("a batch of %d images failed; running them one at a time", len(batch))
-        return [_generate_and_write([job], engines, run_dir, loaded, rank)[0] for job in batch]
+        return [_generate_and_write([job], engines, run_dir, loaded, rank, steps=steps)[0] for job in batch]
 
 
 def _generate_and_write(batch: list[Job], engines: Any, run_dir: Path, loaded: LoadedRecipe, rank: int,
-             raise_errors: bool = False) -> list[dict[str, Any]]:
-    """Generate ``batch`` (jobs of one cell) in one engine call and write each image."""
+             raise_errors: bool = False, steps: bool = False) -> list[dict[str, Any]]:
+    """Generate ``batch`` (jobs of one cell) in one engine call and write each image; ``steps``
+    shows the engine's bar of denoising steps, nested under the images bar while it runs."""
     from ..results.images import save_image
 
     started = time.perf_counter()
@@ -233,7 +246,7 @@ def _generate_and_write(batch: list[Job], engines: Any, run_dir: Path, loaded: L
         analyses = [engines.analysis(engine, recipe, p) for p in prompts] if (cell.losses or cell.callbacks) else None
         gen_start = time.perf_counter()
         result = engine.generate([job.prompt for job in batch], [job.seed for job in batch], losses=cell.losses,
-                                 callbacks=cell.callbacks, sampling=recipe.sampling, analyses=analyses, progress=False)
+                                 callbacks=cell.callbacks, sampling=recipe.sampling, analyses=analyses, progress=steps)
         generate_s = time.perf_counter() - gen_start
         rows = []
         for k, job in enumerate(batch):

@@ -206,6 +206,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     loss_plugins: Sequence[str] = (),
+    step_progress: bool = False,
     **sampling: Any,
 ) -> dict[str, dict[str, Any]]:
     """Generate and judge ``samples`` two-object images per method (and ``single_samples``
@@ -216,7 +217,8 @@ def evaluate(
     its ``samples.jsonl`` (same method, kind, index, prompt and seed) are not generated again, and
     the first image of each method and kind is saved as PNG for a look. The summary counts only
     the samples asked for: ``samples=0`` gives no two-object row data even when the log holds
-    some from an earlier, larger run.
+    some from an earlier, larger run. ``progress`` gets a line after each batch;
+    ``step_progress`` shows the engine's bar of denoising steps while a batch is made.
     """
     specs = resolve_methods(methods, loss_plugins)
     log = SampleLog(Path(out_dir) if out_dir is not None else None)
@@ -232,7 +234,7 @@ def evaluate(
                 losses = [s for s in specs[method] if s not in callbacks]
                 extra = {"callbacks": callbacks} if callbacks else {}  # interventions such as structure_diffusion
                 result = engine.generate([prompts[i][0] for i in batch], [seed + i for i in batch],
-                                         losses=losses, progress=False, **extra, **sampling)
+                                         losses=losses, progress=step_progress, **extra, **sampling)
                 for i, image in zip(batch, result.images):
                     prompt, pairs = prompts[i]
                     found = detect(image)
