@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -103,3 +104,36 @@ def np_ae_process(maps: np.ndarray, stop: int) -> np.ndarray:
     x = np.asarray(maps, dtype=np.float64)[1:stop] * 100.0
     x = np.exp(x - x.max(axis=0, keepdims=True))
     return x / x.sum(axis=0, keepdims=True)
+
+
+def syngen_reference_reading(maps: torch.Tensor, subtrees: list[list], prompt_positions: Any,
+                             include_entities: bool = False) -> float:
+    """An independent re-reading of the SynGen reference's loop: subtree = [modifiers..., noun],
+    each item an int or a list of pieces; Categorical on the flattened maps. With
+    ``include_entities`` a subtree without modifiers gives the noun's negative term alone (no
+    1/2); without it such a subtree gives nothing."""
+
+    def sym(a: int, b: int) -> float:
+        p = torch.distributions.Categorical(probs=maps[a].reshape(-1))
+        q = torch.distributions.Categorical(probs=maps[b].reshape(-1))
+        kl = torch.distributions.kl_divergence
+        return float((kl(p, q) + kl(q, p)) / 2)
+
+    def pieces(item: Any) -> list[int]:
+        return item if isinstance(item, list) else [item]
+
+    def negative(src: Any, outside: list[int]) -> float:
+        vals = [max(sym(t, u) for t in pieces(src)) for u in outside]
+        return -sum(vals) / len(outside) if outside else 0.0
+
+    total = 0.0
+    for subtree in subtrees:
+        noun, modifiers = subtree[-1], subtree[:-1]
+        inside = {p for item in subtree for p in pieces(item)}
+        outside = [p for p in prompt_positions if p not in inside]
+        if include_entities and not modifiers:
+            total += negative(noun, outside)
+        for modifier in modifiers:
+            total += max(sym(s, d) for s, d in itertools.product(pieces(modifier), pieces(noun)))
+            total += (negative(modifier, outside) + negative(noun, outside)) / 2
+    return total

@@ -8,13 +8,12 @@ prompt token outside the noun.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
-from loss_helpers import binding, make_context, np_sym_kl, random_maps, word
+from loss_helpers import binding, make_context, np_sym_kl, random_maps, syngen_reference_reading, word
 
 from attnguide.errors import ConfigError
 from attnguide.plugins.syngen import SynGenLoss
@@ -111,37 +110,6 @@ def test_include_entities_treats_an_entity_whose_modifiers_have_no_tokens_as_bar
     assert term.value.item() == pytest.approx(expected, rel=1e-10)
 
 
-def reference_reading(maps: torch.Tensor, subtrees: list[list], prompt_positions) -> float:
-    """An independent reading of the reference's loop with include_entities: a subtree is
-    ``[modifiers..., noun]`` (items ints or lists of pieces); one without modifiers gives the
-    noun's negative term alone, without the 1/2."""
-
-    def sym(a, b):
-        p = torch.distributions.Categorical(probs=maps[a].reshape(-1))
-        q = torch.distributions.Categorical(probs=maps[b].reshape(-1))
-        kl = torch.distributions.kl_divergence
-        return float((kl(p, q) + kl(q, p)) / 2)
-
-    def pieces(item):
-        return item if isinstance(item, list) else [item]
-
-    def negative(src, outside):
-        vals = [max(sym(t, u) for t in pieces(src)) for u in outside]
-        return -sum(vals) / len(outside) if outside else 0.0
-
-    total = 0.0
-    for subtree in subtrees:
-        noun, modifiers = subtree[-1], subtree[:-1]
-        inside = {p for item in subtree for p in pieces(item)}
-        outside = [p for p in prompt_positions if p not in inside]
-        if not modifiers:
-            total += negative(noun, outside)
-        for modifier in modifiers:
-            total += max(sym(s, d) for s, d in itertools.product(pieces(modifier), pieces(noun)))
-            total += (negative(modifier, outside) + negative(noun, outside)) / 2
-    return total
-
-
 def test_include_entities_agrees_with_a_reading_of_the_reference_loop():
     # "a big pur|ple ele|phant , a blue cat , a tree and a ro|se": two bare entities.
     maps = random_maps(17, size=4, seed=21) * 100
@@ -153,7 +121,7 @@ def test_include_entities_agrees_with_a_reading_of_the_reference_loop():
     ]
     ctx = make_context(bindings, 15)
     subtrees = [[1, [2, 3], [4, 5]], [8, 9], [12], [[14, 15]]]
-    expected = reference_reading(maps, subtrees, range(1, 16))
+    expected = syngen_reference_reading(maps, subtrees, range(1, 16), include_entities=True)
     term = SynGenLoss({"include_entities": True}).compute(ctx, maps)
     assert term.value.item() == pytest.approx(expected, rel=1e-9)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from loss_helpers import binding, make_context, np_sym_kl, random_maps, word
+from loss_helpers import binding, make_context, np_sym_kl, random_maps, syngen_reference_reading, word
 
 from attnguide.errors import ConfigError
 from attnguide.plugins.syngen import SynGenLoss
@@ -128,34 +126,6 @@ def test_syngen_entities_only_extension_applies_each_entitys_negative_term():
     assert SynGenLoss({"entities_only": True}).compute(make_context([], 3), maps) is None
 
 
-def reference_style_loss(maps: torch.Tensor, subtrees: list[list], prompt_positions) -> float:
-    """An independent re-reading of the reference's loop: subtree = [modifiers..., noun], each
-    item an int or a list of pieces; Categorical on the flattened maps."""
-
-    def sym(a, b):
-        p = torch.distributions.Categorical(probs=maps[a].reshape(-1))
-        q = torch.distributions.Categorical(probs=maps[b].reshape(-1))
-        kl = torch.distributions.kl_divergence
-        return float((kl(p, q) + kl(q, p)) / 2)
-
-    def pieces(item):
-        return item if isinstance(item, list) else [item]
-
-    total = 0.0
-    for subtree in subtrees:
-        noun, modifiers = subtree[-1], subtree[:-1]
-        inside = {p for item in subtree for p in pieces(item)}
-        outside = [p for p in prompt_positions if p not in inside]
-        for modifier in modifiers:
-            total += max(sym(s, d) for s, d in itertools.product(pieces(modifier), pieces(noun)))
-            parts = []
-            for src in (noun, modifier):
-                vals = [max(sym(t, u) for t in pieces(src)) for u in outside]
-                parts.append(-sum(vals) / len(outside) if outside else 0.0)
-            total += (parts[1] + parts[0]) / 2
-    return total
-
-
 def test_syngen_agrees_with_a_reading_of_the_reference_loop():
     maps = random_maps(12, size=4, seed=21) * 100
     bindings = [
@@ -165,7 +135,7 @@ def test_syngen_agrees_with_a_reading_of_the_reference_loop():
     ]
     ctx = make_context(bindings, 10)
     subtrees = [[1, [2, 3], [4, 5]], [8, 9]]
-    expected = reference_style_loss(maps, subtrees, range(1, 11))
+    expected = syngen_reference_reading(maps, subtrees, range(1, 11))
     assert SynGenLoss().compute(ctx, maps).value.item() == pytest.approx(expected, rel=1e-9)
 
 
