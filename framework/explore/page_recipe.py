@@ -17,6 +17,7 @@ import pydantic
 import yaml
 
 from ..errors import ConfigError, RecipeError
+from ..results.shared import dump_yaml
 from ..runs.recipe import LoadedRecipe, load_recipe
 
 SOURCE = "the explore page"
@@ -126,10 +127,9 @@ def _yaml_value(method: str, key: str, text: str) -> Any:
 
 def recipe_yaml(recipe: dict[str, Any], filename: str = "explore.yaml") -> str:
     """The recipe as YAML, opening with the command that runs it (as shipped recipes do)."""
-    head = (f"# attnguide run {filename}\n"
-            "# Exported by `attnguide explore`: one cell per method, same prompt and seed; the heatmaps\n"
-            "# callback captures every step's maps, as on the page (capture is part of the computation).\n")
-    return head + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+    return dump_yaml(recipe, f"attnguide run {filename}\n"
+                     "Exported by `attnguide explore`: one cell per method, same prompt and seed; the heatmaps\n"
+                     "callback captures every step's maps, as on the page (capture is part of the computation).")
 
 
 def load_page_recipe(recipe: dict[str, Any], registry: Any) -> LoadedRecipe:

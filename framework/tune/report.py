@@ -111,10 +111,8 @@ def recipe(result: Mapping[str, Any], *, model: str, scheduler: str | None = Non
 
 def write_recipe(path: Path, data: Mapping[str, Any]) -> Path:
     """``data`` as a recipe YAML at ``path``, starting with the command that runs it."""
-    import yaml
-
     from ..results.files import atomic_write
+    from ..results.shared import dump_yaml
 
-    body = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=100)
-    text = f"# attnguide run {path}\n# Written by attnguide tune: {data['description']}\n" + body
+    text = dump_yaml(dict(data), f"attnguide run {path}\nWritten by attnguide tune: {data['description']}")
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
