@@ -125,6 +125,7 @@ GENERATE_KEYWORDS = ("prompts", "seeds", "generator", "losses", "callbacks", "sa
                      "output_type", "progress")
 """``Engine.generate``'s own parameters (offered as suggestions for a misspelt keyword)."""
 
+
 def _unknown(key: str, where: str, extra: Sequence[str]) -> ConfigError:
     fields = list(SamplingConfig.model_fields)
     close = difflib.get_close_matches(key, [*fields, *ALIASES, *extra], n=1)
