@@ -51,6 +51,9 @@ def register(sub: Any) -> None:
     t.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes (default 0)")
     t.add_argument("--train-text-encoder", action="store_true",
                    help="train the text encoder too (default: frozen at its random initialisation)")
+    t.add_argument("--text-layers", type=int, default=1,
+                   help="causal layers of the new text encoder (default 1, toy world v1; v2 was trained with 3 "
+                        "and --train-text-encoder; ignored with --init-from)")
     t.add_argument("--max-objects", type=int, default=2, choices=[1, 2, 3],
                    help="scenes of 1..N objects, cycled evenly (default 2)")
     t.add_argument("--lr", type=float, default=6e-4, help="peak UNet learning rate (default 6e-4)")
@@ -135,9 +138,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--init-from {args.init_from}: no trained pipeline there (model_index.json missing); "
                               "pass 'toyworld' or the pipeline/ folder written by `attnguide toyworld train`")
     least_vae = 0 if init_from is not None else 1
-    if args.vae_steps < least_vae or min(args.unet_steps, args.batch_size) < 1:
+    if args.vae_steps < least_vae or min(args.unet_steps, args.batch_size, args.text_layers) < 1:
         raise ConfigError(f"--vae-steps must be at least {least_vae} (0 only with --init-from), "
-                          "--unet-steps and --batch-size at least 1")
+                          "--unet-steps, --batch-size and --text-layers at least 1")
     if not args.lr > 0:
         raise ConfigError(f"--lr must be positive, got {args.lr}")
     if not args.grounding_weight >= 0:
@@ -145,7 +148,8 @@ def run_train(args: argparse.Namespace) -> int:
     pipeline_dir = train(args.out, args.vae_steps, args.unet_steps, args.batch_size, args.seed, args.accelerator,
                          num_workers=args.num_workers, train_text_encoder=args.train_text_encoder,
                          objects=(1, args.max_objects), lr=args.lr, init_from=init_from,
-                         grounding_weight=args.grounding_weight, command=train_command(args))
+                         grounding_weight=args.grounding_weight, text_layers=args.text_layers,
+                         command=train_command(args))
     print(f"wrote {pipeline_dir} (load with --model {pipeline_dir})")
     return 0
 
@@ -223,6 +227,8 @@ def train_command(args: argparse.Namespace) -> list[str]:
                "--accelerator", args.accelerator, "--num-workers", str(args.num_workers),
                "--max-objects", str(args.max_objects), "--lr", str(args.lr)]
     command += ["--grounding-weight", str(args.grounding_weight)]
+    if args.text_layers != 1:
+        command += ["--text-layers", str(args.text_layers)]
     if args.init_from is not None:
         command += ["--init-from", str(args.init_from)]
     return command + (["--train-text-encoder"] if args.train_text_encoder else [])

@@ -69,9 +69,10 @@ def toy_unet() -> UNet2DConditionModel:
     )
 
 
-def toy_text_encoder() -> CLIPTextModel:
-    """One-layer CLIP text transformer, width 64, over the full CLIP vocabulary (77 positions)."""
-    return clip_text_encoder(width=TEXT_WIDTH, layers=1, heads=4, intermediate=4 * TEXT_WIDTH)
+def toy_text_encoder(layers: int = 1) -> CLIPTextModel:
+    """CLIP text transformer of ``layers`` causal layers (v1: one; v2: three, trained, so token
+    states mix as CLIP's do), width 64, over the full CLIP vocabulary (77 positions)."""
+    return clip_text_encoder(width=TEXT_WIDTH, layers=layers, heads=4, intermediate=4 * TEXT_WIDTH)
 
 
 def build_pipeline(vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> StableDiffusionPipeline:

@@ -108,6 +108,8 @@ class TextToImageModule(lightning.LightningModule):  # type: ignore[misc]  # lig
         self.ema_decay, self.grounding_weight = ema_decay, grounding_weight
         self.attention = AttentionStore(resolution=GROUNDING_RESOLUTION)
         self.ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+        # a trained text encoder is averaged too, so the saved UNet reads the states it was averaged with
+        self.ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval() if train_text_encoder else None
         self.vae.requires_grad_(False).eval()
         self.text_encoder.requires_grad_(train_text_encoder)
         self.tokenizer = clip_tokenizer()
@@ -122,6 +124,8 @@ class TextToImageModule(lightning.LightningModule):  # type: ignore[misc]  # lig
         super().train(mode)
         self.vae.eval()  # frozen: Lightning puts the whole module in train mode each epoch
         self.ema_unet.eval()
+        if self.ema_text_encoder is not None:
+            self.ema_text_encoder.eval()
         if not self.train_text_encoder:
             self.text_encoder.eval()
         return self
@@ -169,11 +173,16 @@ class TextToImageModule(lightning.LightningModule):  # type: ignore[misc]  # lig
         return min(self.ema_decay, (1.0 + updates) / (10.0 + updates))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """``ema = d * ema + (1 - d) * unet`` after each optimiser step, ``d = ema_rate(step)``."""
+        """``ema = d * ema + (1 - d) * live`` after each optimiser step, ``d = ema_rate(step)``, for
+        the UNet and (when trained) the text encoder."""
         decay = self.ema_rate(max(int(self.global_step) - 1, 0))
+        pairs = [(self.ema_unet, self.unet)]
+        if self.ema_text_encoder is not None:
+            pairs.append((self.ema_text_encoder, self.text_encoder))
         with torch.no_grad():
-            for ema, live in zip(self.ema_unet.parameters(), self.unet.parameters()):
-                ema.lerp_(live, 1.0 - decay)
+            for averaged, trained in pairs:
+                for ema, live in zip(averaged.parameters(), trained.parameters()):
+                    ema.lerp_(live, 1.0 - decay)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         denoising, grounding = self.loss(batch["image"], list(batch["caption"]), batch.get("masks"),
@@ -235,10 +244,16 @@ class LineProgress(Callback):  # type: ignore[misc]  # lightning is Any here (fo
               f"{per_step * (trainer.max_steps - step) / 60:.0f} min left", file=sys.stderr, flush=True)
 
 
+def saved_models(module: TextToImageModule) -> list[torch.nn.Module]:
+    """The models a pipeline is saved from: the VAE, the EMA UNet and the text encoder (its EMA
+    when it was trained)."""
+    text = module.ema_text_encoder if module.ema_text_encoder is not None else module.text_encoder
+    return [module.vae, module.ema_unet, text]
+
+
 def save_pipeline(module: TextToImageModule, folder: Path) -> None:
-    """Write ``module``'s VAE, EMA UNet and text encoder (fp32 safetensors) to ``folder`` atomically."""
-    models = [copy.deepcopy(m).cpu().eval().requires_grad_(False)
-              for m in (module.vae, module.ema_unet, module.text_encoder)]
+    """Write ``saved_models(module)`` (fp32 safetensors) to ``folder`` atomically."""
+    models = [copy.deepcopy(m).cpu().eval().requires_grad_(False) for m in saved_models(module)]
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     build_pipeline(*models).save_pretrained(tmp, safe_serialization=True)
@@ -285,31 +300,34 @@ def git_commit() -> str | None:
 def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, batch_size: int = 32, seed: int = 0,
           accelerator: str = "auto", *, num_workers: int = 0, train_text_encoder: bool = False,
           objects: tuple[int, int] = (1, 2), precision: str = "32-true", lr: float = 6e-4,
-          init_from: str | Path | None = None, grounding_weight: float = 0.1,
+          init_from: str | Path | None = None, grounding_weight: float = 0.1, text_layers: int = 1,
           command: list[str] | None = None) -> Path:
     """Train VAE then UNet (and the text encoder if ``train_text_encoder``) on scenes of
     ``objects`` objects; write ``out_dir/{checkpoints, logs, pipeline, TRAINED_WITH.json}`` (and
     ``pipeline`` snapshots every 500 diffusion steps); return the pipeline folder (load it with
     ``load_pipeline``).
 
+    ``text_layers``: causal layers of a new text encoder (1 for toy world v1, 3 for v2; ignored
+    with ``init_from``, whose encoder is kept).
     ``init_from``: a trained toy pipeline folder to continue from instead of random weights; then
     ``vae_steps`` may be 0 (keep its VAE and latent scale), and the folder's ``TRAINED_WITH.json``
     (or its parent's) is kept in this run's record under ``"init_from_record"``.
     """
     least_vae = 0 if init_from is not None else 1
-    if vae_steps < least_vae or min(unet_steps, batch_size) < 1:
-        raise ValueError(f"vae_steps must be at least {least_vae}, unet_steps and batch_size at least 1")
+    if vae_steps < least_vae or min(unet_steps, batch_size, text_layers) < 1:
+        raise ValueError(f"vae_steps must be at least {least_vae}, unet_steps, batch_size and text_layers at least 1")
     args = {"out_dir": str(out_dir), "vae_steps": vae_steps, "unet_steps": unet_steps, "batch_size": batch_size,
             "seed": seed, "accelerator": accelerator, "num_workers": num_workers,
             "train_text_encoder": train_text_encoder, "objects": list(objects), "precision": precision, "lr": lr,
-            "init_from": None if init_from is None else str(init_from), "grounding_weight": grounding_weight}
+            "init_from": None if init_from is None else str(init_from), "grounding_weight": grounding_weight,
+            "text_layers": text_layers}
     commit = git_commit()  # the code this run starts with (the checkout may move on while it trains)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lightning.seed_everything(seed, workers=True, verbose=False)
     data = ToyWorldDataModule(batch_size, num_workers=num_workers, seed=seed, objects=objects)
     if init_from is None:
-        vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder()
+        vae, unet, text_encoder = toy_vae(), toy_unet(), toy_text_encoder(text_layers)
     else:
         start = load_toy_pipeline(init_from)
         vae, unet, text_encoder = start.vae, start.unet.train(), start.text_encoder  # from_pretrained gives eval mode
@@ -329,7 +347,7 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
                                    grounding=grounding_weight > 0)  # the VAE stage needs no grounding targets
     unet_trainer.fit(module, train_dataloaders=unet_data.train_dataloader())
     save_pipeline(module, pipeline_dir)
-    models = [module.vae, module.ema_unet, module.text_encoder]
+    models = saved_models(module)
     record = {
         "command": command if command is not None else sys.argv,
         "args": args,
