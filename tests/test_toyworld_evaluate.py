@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from attnguide.errors import ConfigError
-from attnguide.toyworld import COLOURS, SHAPES, Scene, ToyObject, parse_caption, render
+from attnguide.toyworld import COLOURS, SHAPES, Scene, ToyObject, binding_outcome, parse_caption, render
 from attnguide.toyworld.evaluate import (
     METHODS,
     Sample,
@@ -80,39 +80,72 @@ def test_evaluate_cli_rejects_a_bad_override_value_before_loading_weights(capsys
     assert "syngen" in err and "step_size" in err and "/nonexistent" not in err
 
 
-def _sample(method, kind, index, correct=False, neglect=False, swap=False):
-    return Sample(method, kind, index, "p", index, [], [], {"correct": correct, "neglect": neglect, "swap": swap})
+ASKED = [["red", "circle"], ["blue", "square"]]
+DRAWN = {  # what the judge saw for "a red circle and a blue square", by outcome
+    "correct": [["red", "circle"], ["blue", "square"]],
+    "neglect": [["red", "circle"]],  # the square is missing in every colour
+    "swap": [["blue", "circle"], ["red", "square"]],  # a swap is also a leak
+    "leak": [["red", "circle"], ["red", "square"]],  # the square took the circle's colour
+    "wrong": [["green", "circle"], ["blue", "square"]],  # a colour nobody asked for: no leak
+}
+
+
+def _sample(method, kind, index, outcome="wrong"):
+    """A judged sample whose detections give ``outcome`` (single-object samples: right or not)."""
+    if kind == "single":
+        asked, drawn = [["red", "circle"]], [["red" if outcome == "correct" else "blue", "circle"]]
+    else:
+        asked, drawn = ASKED, DRAWN[outcome]
+    return Sample(method, kind, index, "p", index, asked, drawn, binding_outcome(asked, drawn))
+
+
+def test_binding_outcome_leak_by_hand():
+    assert [binding_outcome(ASKED, DRAWN[k])["leak"] for k in DRAWN] == [False, False, True, True, False]
+    assert [binding_outcome(ASKED, DRAWN[k])["swap"] for k in DRAWN] == [False, False, True, False, False]
+    # both objects are drawn as asked: an extra circle in the square's colour is not a leak
+    assert binding_outcome(ASKED, [["red", "circle"], ["blue", "circle"], ["blue", "square"]])["leak"] is False
 
 
 def test_summarise_counts_rates_by_hand():
     samples = [
-        _sample("none", "two", 0, correct=True),
-        _sample("none", "two", 1, neglect=True),
-        _sample("none", "two", 2, swap=True),
-        _sample("none", "two", 3, neglect=True),
-        _sample("none", "single", 0, correct=True),
-        _sample("none", "single", 1, correct=False),
-        _sample("syngen", "two", 0, correct=True),
+        _sample("none", "two", 0, "correct"),
+        _sample("none", "two", 1, "neglect"),
+        _sample("none", "two", 2, "swap"),
+        _sample("none", "two", 3, "neglect"),
+        _sample("none", "two", 4, "leak"),
+        _sample("none", "single", 0, "correct"),
+        _sample("none", "single", 1, "wrong"),
+        _sample("syngen", "two", 0, "correct"),
     ]
     out = summarise(samples, ["none", "syngen"])
     none = out["none"]
-    assert none["binding_accuracy"] == 0.25 and none["neglect_rate"] == 0.5 and none["swap_rate"] == 0.25
-    assert none["n"] == 4 and none["single_object_accuracy"] == 0.5 and none["single_object_n"] == 2
-    lo, hi = none["ci95"]
-    assert 0.0 <= lo <= 0.25 <= hi <= 1.0
+    assert none["binding_accuracy"] == 0.2 and none["neglect_rate"] == 0.4 and none["swap_rate"] == 0.2
+    assert none["leak_rate"] == 0.4 and none["both_present_rate"] == 0.6
+    assert none["n"] == 5 and none["single_object_accuracy"] == 0.5 and none["single_object_n"] == 2
+    for key in ("ci95", "neglect_ci95", "leak_ci95", "both_present_ci95", "swap_ci95"):
+        lo, hi = none[key]
+        assert 0.0 <= lo <= hi <= 1.0 and lo < hi, key
     syngen = out["syngen"]
     assert syngen["binding_accuracy"] == 1.0 and syngen["ci95"] == [1.0, 1.0] and syngen["n"] == 1
+    assert syngen["leak_rate"] == 0.0 and syngen["leak_ci95"] == [0.0, 0.0]
     assert syngen["single_object_accuracy"] is None and syngen["single_object_n"] == 0
     table = markdown_table(out)
-    assert "| none | 25.0 |" in table and "| syngen | 100.0 |" in table
+    assert "| none | 20.0 |" in table and "| syngen | 100.0 |" in table
+    assert "| 60.0 (" in table and "| 40.0 (" in table and "both present %" in table and "leak %" in table
     # paired on the one sample both have (index 0, right for both): no difference
     assert out["syngen"]["vs_none"] == {"difference": 0.0, "ci95": [0.0, 0.0], "wins": 0, "losses": 0, "n": 1}
     assert "vs_none" not in out["none"]
 
 
+def test_summarise_rescores_old_logs_without_a_leak_field():
+    old = Sample("none", "two", 0, "p", 0, ASKED, DRAWN["leak"], {"correct": False, "neglect": False, "swap": False})
+    assert summarise([old], ["none"])["none"]["leak_rate"] == 1.0
+
+
 def test_paired_difference_counts_wins_and_losses_on_shared_samples_by_hand():
-    samples = [_sample("none", "two", i, correct=c) for i, c in enumerate([True, False, False, True])]
-    samples += [_sample("focus", "two", i, correct=c) for i, c in enumerate([True, True, True, False, True])]
+    right = {True: "correct", False: "wrong"}
+    samples = [_sample("none", "two", i, right[c]) for i, c in enumerate([True, False, False, True])]
+    samples += [_sample("focus", "two", i, right[c]) for i, c in enumerate([True, True, True, False, True])]
     row = summarise(samples, ["none", "focus"])["focus"]["vs_none"]
     # shared indices 0-3: differences 0, +1, +1, -1 -> mean +0.25; index 4 has no baseline
     assert row["difference"] == 0.25 and row["n"] == 4 and (row["wins"], row["losses"]) == (2, 1)

@@ -209,3 +209,55 @@ def test_train_init_from_continues_a_trained_pipeline_and_records_its_origin(tra
     old = load_file(next((trained / "pipeline" / "vae").glob("*.safetensors")))
     new = load_file(next((out / "pipeline" / "vae").glob("*.safetensors")))
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+
+
+# -- toy world v2: a text encoder of several causal layers, trained and averaged --------------------
+def test_v2_text_encoder_mixes_left_context_through_three_causal_layers():
+    torch.manual_seed(0)
+    one, three = toy_text_encoder(), toy_text_encoder(3)
+    assert (one.config.num_hidden_layers, three.config.num_hidden_layers) == (1, 3)
+    assert 4 * sum(parameter_counts(toy_vae(), toy_unet(), three).values()) <= MAX_WEIGHT_BYTES
+    ids = torch.tensor([[49406, 736, 7117, 537, 1746, 3999, 49407]])  # <bos> red circle and blue square <eos>
+    changed = ids.clone()
+    changed[0, 1] = 1901  # "green" for "red"
+    with torch.no_grad():
+        a, b = three(ids)[0], three(changed)[0]
+    assert torch.equal(a[0, 0], b[0, 0])  # causal: <bos> sees nothing after it
+    assert not torch.allclose(a[0, 5], b[0, 5])  # "square" has absorbed the first word
+
+
+def test_a_trained_text_encoder_gets_gradients_and_an_average_that_is_saved(toy_models):
+    from attnguide.toyworld.training import saved_models
+
+    vae, unet, _ = toy_models
+    torch.manual_seed(0)
+    module = TextToImageModule(vae, unet, toy_text_encoder(3), train_text_encoder=True)
+    module.train()
+    assert module.text_encoder.training and module.ema_text_encoder is not None
+    assert not module.ema_text_encoder.training
+    loss, _ = module.loss(torch.zeros(2, 3, 64, 64), ["a red circle", "a blue square"])
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.text_encoder.parameters())
+    ema, live = next(module.ema_text_encoder.parameters()), next(module.text_encoder.parameters())
+    before = ema.detach().clone()
+    with torch.no_grad():
+        live.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # decay 0.1 at update 0, as the UNet's average
+    assert torch.allclose(ema, 0.1 * before + 0.9 * live.detach())
+    assert saved_models(module)[2] is module.ema_text_encoder and saved_models(module)[1] is module.ema_unet
+    frozen = TextToImageModule(vae, unet, toy_text_encoder(), train_text_encoder=False)
+    assert frozen.ema_text_encoder is None and saved_models(frozen)[2] is frozen.text_encoder
+    module.zero_grad(set_to_none=True)
+
+
+def test_train_cli_records_text_layers_and_rejects_zero(tmp_path, capsys):
+    assert main(["toyworld", "train", "--out", str(tmp_path), "--text-layers", "0"]) == 2
+    assert "--text-layers at least 1" in capsys.readouterr().err
+    out = tmp_path / "v2"
+    assert main(["toyworld", "train", "--out", str(out), "--vae-steps", "1", "--unet-steps", "1", "--batch-size", "2",
+                 "--accelerator", "cpu", "--text-layers", "2", "--train-text-encoder"]) == 0
+    record = json.loads((out / "TRAINED_WITH.json").read_text())
+    assert record["args"]["text_layers"] == 2 and record["args"]["train_text_encoder"] is True
+    assert record["command"][-3:] == ["--text-layers", "2", "--train-text-encoder"]
+    config = json.loads((out / "pipeline" / "text_encoder" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2

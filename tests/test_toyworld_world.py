@@ -123,20 +123,22 @@ RED_CIRCLE_BLUE_SQUARE = [("red", "circle"), ("blue", "square")]
 
 
 @pytest.mark.parametrize("detected, outcome", [
-    ([("red", "circle"), ("blue", "square")], (True, False, False)),
-    ([("blue", "square"), ("red", "circle"), ("green", "star")], (True, False, False)),
-    ([("red", "circle")], (False, True, False)),
-    ([("blue", "circle"), ("red", "square")], (False, False, True)),
-    ([("red", "circle"), ("red", "square")], (False, False, False)),
-    ([("blue", "circle")], (False, True, False)),
-    ([], (False, True, False)),
+    ([("red", "circle"), ("blue", "square")], (True, False, False, False)),
+    ([("blue", "square"), ("red", "circle"), ("green", "star")], (True, False, False, False)),
+    ([("red", "circle")], (False, True, False, False)),
+    ([("blue", "circle"), ("red", "square")], (False, False, True, True)),
+    ([("red", "circle"), ("red", "square")], (False, False, False, True)),
+    ([("red", "circle"), ("green", "square")], (False, False, False, False)),
+    ([("blue", "circle")], (False, True, False, True)),  # the circle took the square's colour
+    ([], (False, True, False, False)),
 ])
 def test_binding_outcome_of_hand_made_cases(detected, outcome):
     got = binding_outcome(RED_CIRCLE_BLUE_SQUARE, detected)
-    assert (got["correct"], got["neglect"], got["swap"]) == outcome
+    assert (got["correct"], got["neglect"], got["swap"], got["leak"]) == outcome
 
 
 def test_binding_outcome_accepts_scene_objects_and_detections():
     image, text, scene = sample(3, 2)
-    assert binding_outcome(scene.objects, detect(image)) == {"correct": True, "neglect": False, "swap": False}
+    assert binding_outcome(scene.objects, detect(image)) == {"correct": True, "neglect": False, "swap": False,
+                                                             "leak": False}
     assert binding_outcome(parse_caption(text), detect(image))["correct"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tune_helpers import CountingEngine, redness, tiny_engine
 
 from attnguide.cli.main import main
 from attnguide.errors import ConfigError
@@ -220,34 +221,9 @@ def test_written_recipe_has_the_chosen_values_and_validates(tmp_path):
 
 
 # -- the whole loop on the tiny model -----------------------------------------------------------
-class CountingEngine:
-    """The tiny engine, counting the images it is asked for."""
-
-    def __init__(self, engine):
-        self.engine, self.pm, self.images = engine, engine.pm, 0
-
-    def generate(self, prompts, seeds, **kwargs):
-        self.images += len(prompts)
-        return self.engine.generate(prompts, seeds, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    import torch
-
-    from attnguide.engine.engine import Engine
-    from attnguide.models.loading import load_pipeline
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Engine(load_pipeline("tiny", scheduler="ddim"), parser="manual", attention_resolution=8,
-                 parser_params={"bindings": {"cat": ["red"], "dog": ["blue"]}})
-    torch.set_num_threads(before)
-
-
-def redness(image, prompt):
-    """A cheap score any tiny image has: the mean of its red channel."""
-    return float(np.asarray(image, dtype=np.float64)[..., 0].mean())
+    yield from tiny_engine()
 
 
 class Interrupt(Exception):

@@ -58,12 +58,14 @@ def register(sub: Any) -> None:
                    help="scenes of 1..N objects, cycled evenly (default 2)")
     t.add_argument("--lr", type=float, default=6e-4, help="peak UNet learning rate (default 6e-4)")
     t.add_argument("--init-from", default=None,
-                   help="continue from a trained pipeline: 'toyworld' (shipped) or a folder; --vae-steps 0 keeps its VAE")
+                   help="continue from a trained pipeline: 'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a "
+                        "folder; --vae-steps 0 keeps its VAE")
     t.add_argument("--grounding-weight", type=float, default=0.1,
                    help="weight of the token-grounding loss on the 16x16 cross-attention maps (default 0.1; 0: off)")
     t.set_defaults(func=run_train)
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
-    e.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
+    e.add_argument("--model", default="toyworld",
+                   help="'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a trained pipeline folder")
     e.add_argument("--methods", default=_DefaultMethods(),
                    help="comma-separated methods or loss plugins, each optionally with parameter overrides "
                         "as NAME:KEY=VALUE[:KEY=VALUE], e.g. syngen:step_size=5 (default: %(default)s)")
@@ -85,7 +87,8 @@ def register(sub: Any) -> None:
     add_output_flags(e)
     e.set_defaults(func=run_evaluate)
     a = toy.add_parser("attention", help="do the model's cross-attention maps put each token on its own object?")
-    a.add_argument("--model", default="toyworld", help="'toyworld' (shipped) or a trained pipeline folder")
+    a.add_argument("--model", default="toyworld",
+                   help="'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a trained pipeline folder")
     a.add_argument("--scenes", type=int, default=8, help="two-object scenes to measure (default 8)")
     a.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -131,9 +134,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     init_from = None
     if args.init_from is not None:
-        from ..toyworld.model import WEIGHTS_DIR
+        from ..models.toy_names import is_toy_model
+        from ..toyworld.model import toy_weights_dir
 
-        init_from = WEIGHTS_DIR if args.init_from == "toyworld" else Path(args.init_from)
+        init_from = toy_weights_dir(args.init_from) if is_toy_model(args.init_from) else Path(args.init_from)
         if not (init_from / "model_index.json").is_file():
             raise ConfigError(f"--init-from {args.init_from}: no trained pipeline there (model_index.json missing); "
                               "pass 'toyworld' or the pipeline/ folder written by `attnguide toyworld train`")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..models.toy_names import is_toy_model
 from .verbosity import add_output_flags, library_output
 
 TOY_PROMPTS = "toyworld"
@@ -20,8 +21,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("tune", help="choose a method's parameters on a calibration split, report them held out",
                        description="Grid (or seeded random) search over a loss plugin's parameters. Every scored "
                                    "image is logged to OUT/evaluations.jsonl, so rerunning resumes.")
-    p.add_argument("--method", required=True,
+    p.add_argument("--method", default=None,
                    help="a loss plugin or toy-world method, with fixed overrides as NAME[:KEY=VALUE...] (syngen)")
+    p.add_argument("--ablation", default=None, metavar="FILE|NAME",
+                   help="instead of --method: tune every method of an ablation file (YAML {methods: {METHOD: "
+                        "{PARAM: VALUES}}}) on one calibration split, report all on one held-out split against "
+                        "one none baseline; 'toyworld' is the shipped one")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUES",
                    help="a parameter to tune: 1,3,10 | log:LOW..HIGH:N | lin:LOW..HIGH:N | [[0, 0.5], [0, 1]] "
                         "(repeatable; the grid is every combination)")
@@ -56,17 +61,17 @@ def register(sub: Any) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from ..engine.engine import Engine
-    from ..engine.runtime import RuntimeConfig
-    from ..models.loading import load_pipeline
     from ..plugin.manager import make_plugin_manager
     from ..tune.method import check_space, method_specs
-    from ..tune.objective import METRICS, builtin_metric
     from ..tune.report import recipe, table, write_recipe
     from ..tune.search import tune
     from ..tune.space import Dimension, merge_dimensions, parse_param, read_space_file
     from ..tune.splits import make_splits
 
+    if (args.method is None) == (args.ablation is None):
+        raise ConfigError("give --method NAME (one method) or --ablation FILE (several), not both or neither")
+    if args.ablation is not None:
+        return _run_ablation(args)
     method: str = args.method
     dims: list[Dimension] = []
     if args.space is not None:
@@ -74,22 +79,13 @@ def run_tune(args: argparse.Namespace) -> int:
         if named is not None and named.split(":")[0] != method.split(":")[0]:
             raise ConfigError(f"--space {args.space} is for method {named!r}, but --method is {method!r}")
     dims = merge_dimensions(dims, [parse_param(item) for item in args.param])
-    metric_name = args.metric or ("toy_binding" if args.model == "toyworld" else "clip")
-    if metric_name not in METRICS:
-        raise ConfigError(f"unknown --metric {metric_name!r}; choose from {', '.join(METRICS)}")
     pm = make_plugin_manager()
     check_space(method_specs(method, pm.registry), dims, pm.registry)  # before any weights load
     calibration, heldout = make_splits(_prompts(args), args.calibration, args.heldout, args.seed)
-    library_output(args.verbose)
-    engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
-                    runtime=RuntimeConfig(accelerator=args.accelerator))
-    sampling: dict[str, Any] = {"steps": args.steps, "guidance_scale": args.guidance_scale}
-    sampling.update({k: v for k, v in (("height", args.height), ("width", args.width)) if v is not None})
-    result = tune(engine, method, dims, builtin_metric(metric_name, clip_model=args.clip_model),
-                  calibration, heldout, out_dir=args.out, search=args.search, trials=args.trials,
-                  search_seed=args.search_seed, batch_size=args.batch_size, progress=not args.quiet,
-                  settings={"model": args.model, "scheduler": args.scheduler, "parser": args.parser,
-                            "clip_model": args.clip_model}, **sampling)
+    metric, engine, sampling, settings = _setup(args, pm)
+    result = tune(engine, method, dims, metric, calibration, heldout, out_dir=args.out, search=args.search,
+                  trials=args.trials, search_seed=args.search_seed, batch_size=args.batch_size,
+                  progress=not args.quiet, settings=settings, **sampling)
     print(json.dumps(result, indent=2, default=str) if args.json else table(result))
     if args.write_recipe:
         path = Path(args.write_recipe)
@@ -97,6 +93,49 @@ def run_tune(args: argparse.Namespace) -> int:
         write_recipe(path, recipe(result, model=args.model, scheduler=args.scheduler, parser=args.parser,
                                   name=name))
         print(f"wrote {path} (run it with: attnguide run {path})", file=sys.stderr)
+    return 0
+
+
+def _setup(args: argparse.Namespace, pm: Any) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """``(metric, engine, sampling, settings)`` for a tune or ablation run: the metric is checked
+    before the model loads; ``settings`` is what else the scores depend on (for the log's hash)."""
+    from ..engine.engine import Engine
+    from ..engine.runtime import RuntimeConfig
+    from ..models.loading import load_pipeline
+    from ..tune.objective import METRICS, builtin_metric
+
+    metric_name = args.metric or ("toy_binding" if is_toy_model(args.model) else "clip")
+    if metric_name not in METRICS:
+        raise ConfigError(f"unknown --metric {metric_name!r}; choose from {', '.join(METRICS)}")
+    metric = builtin_metric(metric_name, clip_model=args.clip_model)
+    library_output(args.verbose)
+    engine = Engine(load_pipeline(args.model, scheduler=args.scheduler), parser=args.parser, plugin_manager=pm,
+                    runtime=RuntimeConfig(accelerator=args.accelerator))
+    sampling: dict[str, Any] = {"steps": args.steps, "guidance_scale": args.guidance_scale}
+    sampling.update({k: v for k, v in (("height", args.height), ("width", args.width)) if v is not None})
+    settings = {"model": args.model, "scheduler": args.scheduler, "parser": args.parser, "clip_model": args.clip_model}
+    return metric, engine, sampling, settings
+
+
+def _run_ablation(args: argparse.Namespace) -> int:
+    from ..plugin.manager import make_plugin_manager
+    from ..tune.ablation import ablation_table, read_ablation, run_ablation
+    from ..tune.method import check_space, method_specs
+    from ..tune.splits import make_splits
+
+    for flag in ("param", "space", "write_recipe"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} tunes one method; an --ablation file holds every "
+                              "method's space")
+    entries = read_ablation(args.ablation)
+    pm = make_plugin_manager()
+    for entry in entries:  # every space is checked before any weights load
+        check_space(method_specs(entry.label, pm.registry), list(entry.dimensions), pm.registry)
+    calibration, heldout = make_splits(_prompts(args), args.calibration, args.heldout, args.seed)
+    metric, engine, sampling, settings = _setup(args, pm)
+    result = run_ablation(engine, entries, metric, calibration, heldout, out_dir=args.out,
+                          batch_size=args.batch_size, progress=not args.quiet, settings=settings, **sampling)
+    print(json.dumps(result, indent=2, default=str) if args.json else ablation_table(result))
     return 0
 
 

@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import AttnguideError, ConfigError
+from ..models.toy_names import is_toy_model
 from .maps import compare_png, map_png, png_bytes, sheet_png
 from .methods import describe_methods
 from .page_recipe import read_request, recipe_yaml
@@ -36,6 +37,7 @@ from .session import CellResult, ExploreSession, Job
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 DEFAULT_METHODS = {"toyworld": [{"name": "none"}, {"name": "syngen", "params": {"step_size": "3"}}]}
+DEFAULT_METHODS["toyworld-v1"] = DEFAULT_METHODS["toyworld"]
 """First columns of the page; on the toy model SynGen at step size 3 (docs/toyworld.md)."""
 
 
@@ -84,7 +86,7 @@ class _Api:
         model = self.session.model
         return JSONResponse({
             "model": model, "parsers": sorted(registry.classes["parser"]),
-            "defaults": {"prompt": "a red circle and a blue square" if model == "toyworld" else
+            "defaults": {"prompt": "a red circle and a blue square" if is_toy_model(model) else
                          "a pink sunflower and a yellow flamingo", "seed": 0, "steps": 50,
                          "guidance_scale": 7.5, "parser": "spacy"},
             "methods": DEFAULT_METHODS.get(model, [{"name": "none"}, {"name": "syngen"}]),

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..models.toy_names import is_toy_model
 from ..results.reader import ImageEntry, RunContents
 
-TOYWORLD_MODEL = "toyworld"
 TOY_SCALARS: dict[str, str] = {
     "binding_accuracy": "share of images where the toy judge finds every asked-for object in its own colour",
     "neglect_rate": "share of images where an asked-for shape is missing in every colour (lower is better)",
@@ -36,10 +36,10 @@ def image_model(entry: ImageEntry) -> str | None:
 
 
 def is_toyworld_run(contents: RunContents) -> bool:
-    """Whether every image of the run whose metadata names its model was made by ``toyworld``
-    (and at least one does)."""
+    """Whether every image of the run whose metadata names its model was made by a toy-world model
+    (``toyworld``, ``toyworld-v1``, ``toyworld-v2``), and at least one does."""
     models = {m for m in (image_model(e) for e in contents.images) if m is not None}
-    return models == {TOYWORLD_MODEL}
+    return bool(models) and all(is_toy_model(m) for m in models)
 
 
 def toy_objects(prompt: str) -> list[tuple[str, str]]:

@@ -9,9 +9,10 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .tokenizer import clip_tokenizer
+from .toy_names import is_toy_model
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld")
+EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld", "toyworld-v1", "toyworld-v2")
 """Models that ship with attnguide: ``tiny``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux`` (random weights, for tests) and
 ``toyworld`` (the trained toy-world model, docs/toyworld.md)."""
 
@@ -88,10 +89,10 @@ def load_pipeline(
         from .tiny_flux import tiny_flux_pipeline
 
         pipe = tiny_flux_pipeline()
-    elif model == "toyworld":
-        from ..toyworld.model import load_toy_pipeline
+    elif is_toy_model(model):
+        from ..toyworld.model import load_toy_pipeline, toy_weights_dir
 
-        pipe = load_toy_pipeline()
+        pipe = load_toy_pipeline(toy_weights_dir(model))
     else:
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
         if torch_dtype is None:

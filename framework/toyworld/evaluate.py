@@ -115,25 +115,36 @@ def _is_callback(registry: Registry, name: str) -> bool:
     return name in registry.classes["callback"] and name not in registry.classes["loss"]
 
 
+RATES = {"both_present": "both objects' shapes drawn, in any colour (not neglect)", "neglect": "an asked-for "
+         "shape missing in every colour", "swap": "the two colours exchanged", "leak": "a shape drawn in the other "
+         "object's colour instead of its own (swaps included)"}
+"""The two-object rates ``summarise`` reports beside binding accuracy, each with its interval."""
+
+
 def summarise(samples: Sequence[Sample], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``{method: {binding_accuracy, ci95, neglect_rate, swap_rate, n, single_object_accuracy,
-    single_object_ci95, single_object_n}}``; intervals are seeded percentile bootstraps."""
+    """``{method: {binding_accuracy, ci95, n, R_rate, R_ci95 for R in RATES, single_object_accuracy,
+    single_object_ci95, single_object_n}}``; intervals are seeded percentile bootstraps. Outcomes
+    are recomputed from each sample's asked-for and detected pairs, so logs written before a rate
+    existed are scored the same way."""
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
-        two = [s.outcome for s in samples if s.method == method and s.kind == "two"]
+        two = [binding_outcome([(c, s) for c, s in x.pairs], [(c, s) for c, s in x.detected])
+               for x in samples if x.method == method and x.kind == "two"]
         single = [s.outcome["correct"] for s in samples if s.method == method and s.kind == "single"]
         acc = bootstrap_ci([o["correct"] for o in two])
         one = bootstrap_ci(single)
         out[method] = {
             "binding_accuracy": _num(acc.mean),
             "ci95": [_num(acc.low), _num(acc.high)],
-            "neglect_rate": _num(float(np.mean([o["neglect"] for o in two]))) if two else None,
-            "swap_rate": _num(float(np.mean([o["swap"] for o in two]))) if two else None,
             "n": len(two),
             "single_object_accuracy": _num(one.mean),
             "single_object_ci95": [_num(one.low), _num(one.high)],
             "single_object_n": len(single),
         }
+        for rate in RATES:
+            est = bootstrap_ci([not o["neglect"] if rate == "both_present" else o[rate] for o in two])
+            out[method][f"{rate}_rate"] = _num(est.mean) if two else None
+            out[method][f"{rate}_ci95"] = [_num(est.low), _num(est.high)]
         if method != BASELINE and BASELINE in methods:
             out[method]["vs_none"] = paired_difference(samples, method)
     return out
@@ -260,6 +271,10 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}"
 
+    def rate(row: dict[str, Any], name: str) -> str:
+        lo, hi = row[f"{name}_ci95"]
+        return "—" if row[f"{name}_rate"] is None else f"{pct(row[f'{name}_rate'])} ({pct(lo)}–{pct(hi)})"
+
     def paired(row: dict[str, Any]) -> str:
         vs = row.get("vs_none")
         if not vs:
@@ -267,12 +282,15 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
         lo, hi = vs["ci95"]
         return f"{100 * vs['difference']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}; {vs['wins']}/{vs['losses']})"
 
-    lines = ["| method | binding accuracy % | 95% CI | neglect % | swap % | n | single-object % (n) "
-             "| vs none, paired (95% CI; wins/losses) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | binding accuracy % | 95% CI | both present % | neglect % | swap % | leak % | n "
+             "| single-object % (n; 95% CI) | vs none, paired (95% CI; wins/losses) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method, row in summary.items():
         lo, hi = row["ci95"]
-        single = "—" if not row["single_object_n"] else f"{pct(row['single_object_accuracy'])} ({row['single_object_n']})"
-        lines.append(f"| {method} | {pct(row['binding_accuracy'])} | {pct(lo)}–{pct(hi)} | "
-                     f"{pct(row['neglect_rate'])} | {pct(row['swap_rate'])} | {row['n']} | {single} | {paired(row)} |")
+        s_lo, s_hi = row["single_object_ci95"]
+        single = "—" if not row["single_object_n"] else \
+            f"{pct(row['single_object_accuracy'])} ({row['single_object_n']}; {pct(s_lo)}–{pct(s_hi)})"
+        cells = " | ".join(rate(row, name) for name in ("both_present", "neglect", "swap", "leak"))
+        lines.append(f"| {method} | {pct(row['binding_accuracy'])} | {pct(lo)}–{pct(hi)} | {cells} | {row['n']} | "
+                     f"{single} | {paired(row)} |")
     return "\n".join(lines)

@@ -168,7 +168,10 @@ def binding_outcome(expected: Sequence[Pair | ToyObject], detected: Sequence[Pai
     - ``correct``: every expected object is present with its own colour (extras are allowed);
     - ``neglect``: some expected shape is missing in every colour;
     - ``swap``: two expected objects ``(c1, s1)``, ``(c2, s2)`` with different colours and shapes
-      appear as ``(c2, s1)`` and ``(c1, s2)``, and neither appears as asked.
+      appear as ``(c2, s1)`` and ``(c1, s2)``, and neither appears as asked;
+    - ``leak``: an expected object ``(c1, s1)`` does not appear as asked, but its shape appears in
+      another expected object's colour ``(c2, s1)``, ``c2 != c1`` (attribute leakage; every swap
+      is also a leak).
     """
     want, got = _pairs(expected), _pairs(detected)
     have = Counter(got)
@@ -179,7 +182,11 @@ def binding_outcome(expected: Sequence[Pair | ToyObject], detected: Sequence[Pai
         c1 != c2 and s1 != s2 and have[(c2, s1)] and have[(c1, s2)] and not have[(c1, s1)] and not have[(c2, s2)]
         for i, (c1, s1) in enumerate(want) for (c2, s2) in want[i + 1:]
     )
-    return {"correct": correct, "neglect": neglect, "swap": swap}
+    leak = any(
+        not have[(c1, s1)] and any(c2 != c1 and have[(c2, s1)] for c2, _ in want)
+        for c1, s1 in want
+    )
+    return {"correct": correct, "neglect": neglect, "swap": swap, "leak": leak}
 
 
 def recovered(scene: Scene, detections: Sequence[Detection]) -> int:

@@ -35,7 +35,18 @@ TEXT_WIDTH = 64
 MAX_WEIGHT_BYTES = 25 * 1024 * 1024  # all three models as fp32 safetensors
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 """The shipped trained pipeline (package data): diffusers layout without the tokenizer folder,
-which is built from the shipped CLIP vocabulary instead. ``TRAINED_WITH.json`` says how."""
+which is built from the shipped CLIP vocabulary instead. ``TRAINED_WITH.json`` says how. This is
+toy world v1; v2 lives beside it in ``weights_v2`` (``toy_weights_dir``)."""
+
+
+def toy_weights_dir(name: str = "toyworld") -> Path:
+    """The shipped weights folder of a toy model name (``toyworld``, ``toyworld-v1``,
+    ``toyworld-v2``: ``attnguide.models.toy_names``)."""
+    from ..models.toy_names import TOY_MODELS
+
+    if name not in TOY_MODELS:
+        raise ModelLoadError(f"unknown toy model {name!r}; choose from {', '.join(TOY_MODELS)}")
+    return Path(__file__).parent / TOY_MODELS[name]
 
 
 def toy_vae() -> AutoencoderKL:

@@ -39,6 +39,7 @@ def tune(
     batch_size: int = 8,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
+    baseline: Sequence[float] | None = None,
     **sampling: Any,
 ) -> dict[str, Any]:
     """Tune ``method`` (a label such as ``"syngen"``, or its loss specs) over ``space`` (dimensions,
@@ -49,7 +50,9 @@ def tune(
     With ``out_dir``, scores go to ``out_dir/evaluations.jsonl`` (resumable; the folder is locked
     while the run lasts) and the result to ``out_dir/tune.json``. ``settings`` adds what else
     decides the scores (the model's name ...) to the log's settings hash; ``sampling`` goes to
-    ``Engine.generate`` (``steps``, ``guidance_scale`` ...).
+    ``Engine.generate`` (``steps``, ``guidance_scale`` ...). ``baseline``: the held-out scores of
+    ``none``, one per held-out sample in order, when they were already computed with the same
+    engine, metric and sampling (``attnguide.tune.ablation`` shares them between methods).
     """
     registry = engine.pm.registry
     specs = method_specs(method, registry) if isinstance(method, str) else [dict(s) for s in method]
@@ -61,6 +64,8 @@ def tune(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     _check_disjoint(calibration, heldout)
+    if baseline is not None and len(baseline) != len(heldout):
+        raise ConfigError(f"baseline has {len(baseline)} scores for {len(heldout)} held-out samples")
     folder = Path(out_dir) if out_dir is not None else None
     config = {"method": specs, "metric": scorer.name, "sampling": sampling, **dict(settings or {})}
     lock = None
@@ -72,11 +77,12 @@ def tune(
     try:
         log = EvaluationLog(folder, settings_hash(config))
         run = _Runner(engine, specs, scorer, log, batch_size, sampling)
-        with _bar(progress, len(points) * len(calibration) + 2 * len(heldout)) as bar:
+        total = len(points) * len(calibration) + (2 if baseline is None else 1) * len(heldout)
+        with _bar(progress, total) as bar:
             calib_scores = [run.scores(point, calibration, bar) for point in points]
             best = choose(calib_scores)
             held_chosen = run.scores(points[best], heldout, bar)
-            held_none = run.scores(None, heldout, bar)
+            held_none = run.scores(None, heldout, bar) if baseline is None else [float(v) for v in baseline]
         result = summarise(points, calib_scores, best, held_chosen, held_none, heldout,
                            method=specs, metric=scorer.name, search={"kind": search, "seed": search_seed,
                                                                        "trials": trials, "dimensions": dims},
@@ -84,6 +90,40 @@ def tune(
         if folder is not None:
             write_json(folder, result)
         return result
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def baseline_scores(
+    engine: Any,
+    metric: Metric | Callable[[Any, str], float],
+    heldout: Sequence[Sample],
+    *,
+    out_dir: str | Path | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
+    **sampling: Any,
+) -> list[float]:
+    """The scores of ``none`` (no guidance) on ``heldout``, in order: what ``tune`` compares every
+    chosen point with, computed once here when several methods share one held-out split. With
+    ``out_dir``, logged to ``out_dir/evaluations.jsonl`` (resumable, locked while it runs)."""
+    scorer = metric if isinstance(metric, Metric) else metric_from_callable(metric)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    folder = Path(out_dir) if out_dir is not None else None
+    config = {"method": [], "metric": scorer.name, "sampling": sampling, **dict(settings or {})}
+    lock = None
+    if folder is not None:
+        from ..runs.lock import RunLock
+
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = RunLock.acquire(folder)
+    try:
+        run = _Runner(engine, [], scorer, EvaluationLog(folder, settings_hash(config)), batch_size, sampling)
+        with _bar(progress, len(heldout)) as bar:
+            return run.scores(None, heldout, bar)
     finally:
         if lock is not None:
             lock.release()

@@ -114,12 +114,7 @@ def read_space_file(path: str | Path) -> tuple[str | None, list[Dimension]]:
     """A space YAML ``{method: NAME (optional), params: {NAME: VALUES, ...}}`` -> the method it
     names (or None) and its dimensions; ``ConfigError`` naming the file and key at fault."""
     file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"space file {file}: cannot be read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"space file {file}: not valid YAML ({' '.join(str(exc).split())})") from None
+    raw = read_yaml(file, "space file")
     if not isinstance(raw, Mapping) or not isinstance(raw.get("params"), Mapping) or not raw["params"]:
         raise ConfigError(f"space file {file}: expected a mapping with 'params: {{NAME: VALUES, ...}}' "
                           "(and optionally 'method: NAME')")
@@ -129,12 +124,29 @@ def read_space_file(path: str | Path) -> tuple[str | None, list[Dimension]]:
     method = raw.get("method")
     if method is not None and not isinstance(method, str):
         raise ConfigError(f"space file {file}: 'method' must be a name, got {method!r}")
+    return method, space_dimensions(raw["params"], f"space file {file}: params")
+
+
+def read_yaml(file: Path, what: str) -> Any:
+    """The YAML document in ``file``; ``ConfigError`` saying ``what`` the file is, its path and
+    why it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{what} {file}: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {file}: not valid YAML ({' '.join(str(exc).split())})") from None
+
+
+def space_dimensions(params: Mapping[Any, Any], where: str) -> list[Dimension]:
+    """``{NAME: VALUES}`` (a YAML list, or a text such as ``log:1..20:3``) -> dimensions, each
+    named ``where.NAME`` in errors."""
     dims = []
-    for name, spec in raw["params"].items():
-        where = f"space file {file}: params.{name}"
-        values = _distinct(list(spec), where) if isinstance(spec, list) else parse_values(str(spec), where)
-        dims.append(Dimension(str(name), tuple(values), where))
-    return method, dims
+    for name, spec in params.items():
+        at = f"{where}.{name}"
+        values = _distinct(list(spec), at) if isinstance(spec, list) else parse_values(str(spec), at)
+        dims.append(Dimension(str(name), tuple(values), at))
+    return dims
 
 
 def merge_dimensions(first: Sequence[Dimension], then: Sequence[Dimension]) -> list[Dimension]:
