@@ -160,6 +160,7 @@ EXCLUDED: dict[str, str] = {
         "attnguide validate syngen_toy.yaml",
         "attnguide run syngen_toy.yaml",
         "attnguide tune --method entropy_syngen --space space.yaml --search random --trials 4 --out runs/tune-entropy",
+        "attnguide tune --ablation toyworld --model toyworld-v1 --calibration 24 --heldout 64 --out runs/ablation",
         "attnguide tune --model CompVis/stable-diffusion-v1-4 --method syngen --param step_size=log:2..40:5 "
         "--prompts cc-500 --metric clip_min_object --calibration 40 --heldout 100 --out runs/tune-sd14")},
     "make demo": "make: creates .venv, then runs `attnguide run quickstart` (run here, FAST)",

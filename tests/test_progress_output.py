@@ -123,3 +123,13 @@ def test_toyworld_evaluate_quiet_prints_nothing_on_stderr(tmp_path, capfd):
     assert toyworld_evaluate(tmp_path, "--quiet") == 0
     out, err = capfd.readouterr()
     assert err == "" and '"none"' in out
+
+
+def test_toyworld_attention_hides_the_loading_bars_unless_verbose(capfd):
+    argv = ["toyworld", "attention", "--scenes", "1", "--json"]
+    assert main(argv) == 0
+    assert "Loading" not in capfd.readouterr().err
+    assert main([*argv, "--verbose"]) == 0
+    assert "Loading pipeline components" in capfd.readouterr().err
+    assert main([*argv, "--quiet"]) == 0  # nothing of its own to hide: accepted, as everywhere
+    assert library_state() == [(logging.ERROR, False)] * 2

@@ -92,6 +92,7 @@ def register(sub: Any) -> None:
     a.add_argument("--scenes", type=int, default=8, help="two-object scenes to measure (default 8)")
     a.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_flags(a)
     a.set_defaults(func=run_attention)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -211,6 +212,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
     if args.scenes < 1:
         raise ConfigError(f"--scenes must be at least 1, got {args.scenes}")
+    library_output(args.verbose)
     result = token_localisation(load_pipeline(args.model), scenes=args.scenes, seed=args.seed)
     if args.json:
         print(json.dumps(result, indent=2))
