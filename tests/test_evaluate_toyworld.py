@@ -47,10 +47,13 @@ def toy_run(root, scenes=SCENES, prompt=PROMPT, model="toyworld"):
 
 
 def expected(cell):
-    """Binding, neglect and swap per seed of ``cell``, worked out from SCENES by hand."""
+    """Binding, neglect, swap and leak per seed of ``cell``, worked out from SCENES by hand (here
+    every leak is a swap: the one neglect draws only the red circle, nothing in the wrong colour)."""
     return {
-        "method-none": {"binding_accuracy": [0, 0, 1], "neglect_rate": [0, 1, 0], "swap_rate": [1, 0, 0]},
-        "method-syngen": {"binding_accuracy": [1, 1, 0], "neglect_rate": [0, 0, 0], "swap_rate": [0, 0, 1]},
+        "method-none": {"binding_accuracy": [0, 0, 1], "neglect_rate": [0, 1, 0], "swap_rate": [1, 0, 0],
+                        "leak_rate": [1, 0, 0]},
+        "method-syngen": {"binding_accuracy": [1, 1, 0], "neglect_rate": [0, 0, 0], "swap_rate": [0, 0, 1],
+                          "leak_rate": [0, 0, 1]},
     }[cell]
 
 
@@ -58,8 +61,8 @@ def test_a_toyworld_run_is_scored_by_the_toy_judge_without_loading_any_model(tmp
     run_dir = toy_run(tmp_path)
     result = evaluate_run(run_dir, EvalSettings(bootstrap_samples=200))
     assert list(result.summary["settings"]["metrics"]) == ["toy"]
-    assert list(result.summary["metrics"]) == ["binding_accuracy", "neglect_rate", "swap_rate"]
-    assert result.summary["lower_is_better"] == ["neglect_rate", "swap_rate"]
+    assert list(result.summary["metrics"]) == ["binding_accuracy", "neglect_rate", "swap_rate", "leak_rate"]
+    assert result.summary["lower_is_better"] == ["neglect_rate", "swap_rate", "leak_rate"]
     for cell in ("method-none", "method-syngen"):
         rows = sorted((r for r in result.rows if r["cell"] == cell), key=lambda r: r["seed"])
         for metric, values in expected(cell).items():

@@ -4,7 +4,9 @@ Each image is read back by ``attnguide.toyworld.judge.detect`` and compared with
 ``(colour, shape)`` objects its prompt asks for (``parse_caption``), as
 ``attnguide toyworld evaluate`` does: ``binding_accuracy`` is 1 when every asked-for object is
 there in its own colour, ``neglect_rate`` 1 when an asked-for shape is missing in every colour,
-``swap_rate`` 1 when two objects appear with each other's colours. Means over a cell's images
+``swap_rate`` 1 when two objects appear with each other's colours, ``leak_rate`` 1 when an
+asked-for shape is drawn in another asked-for object's colour instead of its own (swaps
+included). Means over a cell's images
 are rates; the aggregation gives them bootstrap intervals like every other metric.
 """
 
@@ -20,8 +22,9 @@ TOY_SCALARS: dict[str, str] = {
     "binding_accuracy": "share of images where the toy judge finds every asked-for object in its own colour",
     "neglect_rate": "share of images where an asked-for shape is missing in every colour (lower is better)",
     "swap_rate": "share of images where two asked-for objects swapped colours (lower is better)",
+    "leak_rate": "share of images where a shape took another asked-for object's colour (lower is better)",
 }
-LOWER_IS_BETTER = frozenset({"neglect_rate", "swap_rate"})
+LOWER_IS_BETTER = frozenset({"neglect_rate", "swap_rate", "leak_rate"})
 
 
 def image_model(entry: ImageEntry) -> str | None:
@@ -56,7 +59,7 @@ def toy_objects(prompt: str) -> list[tuple[str, str]]:
 
 def judge_image(image: Any, prompt: str) -> dict[str, Any]:
     """The toy judge's verdict on one image (RGB PIL or ``[H, W, 3]`` uint8) for ``prompt``:
-    the three scalars (0.0 or 1.0), ``toy_objects`` (asked for) and ``toy_detected`` (seen).
+    the four scalars (0.0 or 1.0), ``toy_objects`` (asked for) and ``toy_detected`` (seen).
 
     Raises ``ConfigError`` naming the prompt when it asks for no toy-world object."""
     from ..toyworld.judge import binding_outcome, detect
@@ -65,5 +68,6 @@ def judge_image(image: Any, prompt: str) -> dict[str, Any]:
     found = detect(image)
     outcome = binding_outcome(wanted, found)
     return {"binding_accuracy": float(outcome["correct"]), "neglect_rate": float(outcome["neglect"]),
-            "swap_rate": float(outcome["swap"]), "toy_objects": [list(p) for p in wanted],
+            "swap_rate": float(outcome["swap"]), "leak_rate": float(outcome["leak"]),
+            "toy_objects": [list(p) for p in wanted],
             "toy_detected": [list(d.pair) for d in found]}
