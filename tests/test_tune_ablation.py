@@ -127,3 +127,20 @@ def test_ablation_table_by_hand():
     assert "| none | — | — | — | 25.0 (0.0 to 50.0) | — | — |" in table
     assert "| syngen | step_size 1, 20 | step_size=1 | 50.0 (2) | 25.0 (0.0 to 50.0) | -25.0 (-50.0 to +0.0) | 0/1 |" \
         in table
+
+
+def test_only_selects_methods_by_label_or_plugin_name_in_file_order():
+    from attnguide.tune.ablation import select_entries
+
+    entries = read_ablation("toyworld")
+    chosen = select_entries(entries, "astar, divide_bind,syngen", "toyworld")
+    assert [e.label for e in chosen] == ["syngen", "astar", "divide_bind:attribute_resolutions=[]"]
+    with pytest.raises(ConfigError, match="'synegn' is not a method of ablation 'toyworld'"):
+        select_entries(entries, "syngen,synegn", "toyworld")
+    with pytest.raises(ConfigError, match="no method named"):
+        select_entries(entries, " , ", "toyworld")
+
+
+def test_only_needs_an_ablation(capsys):
+    assert main(["tune", "--method", "syngen", "--param", "step_size=1,2", "--only", "syngen", "--out", "x"]) != 0
+    assert "--only chooses methods of an --ablation file" in capsys.readouterr().err

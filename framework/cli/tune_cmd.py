@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
                    help="instead of --method: tune every method of an ablation file (YAML {methods: {METHOD: "
                         "{PARAM: VALUES}}}) on one calibration split, report all on one held-out split against "
                         "one none baseline; 'toyworld' is the shipped one")
+    p.add_argument("--only", default=None, metavar="METHODS",
+                   help="with --ablation: run only these of its methods (comma-separated labels as the file "
+                        "writes them, or plugin names)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUES",
                    help="a parameter to tune: 1,3,10 | log:LOW..HIGH:N | lin:LOW..HIGH:N | [[0, 0.5], [0, 1]] "
                         "(repeatable; the grid is every combination)")
@@ -70,6 +73,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
     if (args.method is None) == (args.ablation is None):
         raise ConfigError("give --method NAME (one method) or --ablation FILE (several), not both or neither")
+    if args.only is not None and args.ablation is None:
+        raise ConfigError("--only chooses methods of an --ablation file")
     if args.ablation is not None:
         return _run_ablation(args)
     method: str = args.method
@@ -119,7 +124,7 @@ def _setup(args: argparse.Namespace, pm: Any) -> tuple[Any, Any, dict[str, Any],
 
 def _run_ablation(args: argparse.Namespace) -> int:
     from ..plugin.manager import make_plugin_manager
-    from ..tune.ablation import ablation_table, read_ablation, run_ablation
+    from ..tune.ablation import ablation_table, read_ablation, run_ablation, select_entries
     from ..tune.method import check_space, method_specs
     from ..tune.splits import make_splits
 
@@ -128,6 +133,8 @@ def _run_ablation(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} tunes one method; an --ablation file holds every "
                               "method's space")
     entries = read_ablation(args.ablation)
+    if args.only is not None:
+        entries = select_entries(entries, args.only, args.ablation)
     pm = make_plugin_manager()
     for entry in entries:  # every space is checked before any weights load
         check_space(method_specs(entry.label, pm.registry), list(entry.dimensions), pm.registry)

@@ -83,6 +83,20 @@ def read_ablation(name: str) -> list[Entry]:
     return entries
 
 
+def select_entries(entries: Sequence[Entry], only: str, source: str) -> list[Entry]:
+    """The entries named in ``only`` (comma-separated; a label as written, or the plugin name
+    before its ``:`` overrides), in the file's order; ``ConfigError`` naming an unknown one."""
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--only {only!r}: no method named")
+    known = {e.label for e in entries} | {e.label.split(":")[0] for e in entries}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--only: {unknown[0]!r} is not a method of ablation {source!r} "
+                          f"({', '.join(e.label for e in entries)})")
+    return [e for e in entries if e.label in names or e.label.split(":")[0] in names]
+
+
 def run_ablation(engine: Any, entries: Sequence[Entry], metric: Any, calibration: Sequence[Any],
                  heldout: Sequence[Any], *, out_dir: str | Path, batch_size: int = 8, progress: bool = True,
                  settings: Mapping[str, Any] | None = None, **sampling: Any) -> dict[str, Any]:
