@@ -32,6 +32,7 @@ from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
 from .attention import AttentionStore, capture_attention, check_layers
 from .conditioning import T5_LENGTH, Conditioning, encode, rows_of
+from .decoding import decode, prepare_flux
 from .guidance import custom_update, guide_batch
 from .interventions import edited_conditioning, implements, initial_latents
 from .modulation import Modulation
@@ -234,7 +235,8 @@ class Engine:
                 latents = self._denoise(cfg, prompt_list, draws, run, run_pm, weights, progress)
         finally:
             self.store.extras, self.store.modulation = {}, None
-        images = self._decode(latents, cfg.resolve_size(self.pipe)) if output_type == "pil" else []
+        images = decode(self.pipe, self.family, latents, cfg.resolve_size(self.pipe), self.device) \
+            if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
 
@@ -303,7 +305,8 @@ class Engine:
         height, width = cfg.resolve_size(pipe)
         text = encode(pipe, self.family, cfg, prompts, self.device, (height, width))
         if self.family == "flux":
-            latents, timesteps, extra = self._prepare_flux(cfg, text, len(prompts), (height, width), generators)
+            latents, timesteps, extra = prepare_flux(self.pipe, cfg.steps, text, len(prompts), (height, width),
+                                                     generators, self.device)
         else:
             pipe.scheduler.set_timesteps(cfg.steps, device=self.device)
             timesteps = pipe.scheduler.timesteps
@@ -477,26 +480,6 @@ class Engine:
         noise: torch.Tensor = denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
         return noise
 
-    def _prepare_flux(self, cfg: SamplingConfig, text: Conditioning, batch: int, size: tuple[int, int],
-                      generators: torch.Generator | list[torch.Generator],
-                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Packed latents ``[B, tokens, 4C]``, timesteps with Flux's resolution-dependent shift
-        and its sigma schedule, as ``FluxPipeline.__call__`` prepares them."""
-        import numpy as np
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-
-        pipe, scheduler = self.pipe, self.pipe.scheduler
-        latents, image_ids = pipe.prepare_latents(batch, self.denoiser.config.in_channels // 4, *size,
-                                                  text.embeds.dtype, self.device, generators, None)
-        text.shared["img_ids"] = image_ids
-        mu = calculate_shift(latents.shape[1], scheduler.config.get("base_image_seq_len", 256),
-                             scheduler.config.get("max_image_seq_len", 4096),
-                             scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.15))
-        sigmas = None if scheduler.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / cfg.steps, cfg.steps)
-        timesteps, _ = retrieve_timesteps(scheduler, cfg.steps, self.device, sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
-        return latents, timesteps, {}
-
     def _losses_view(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
         """One image's captured maps as the losses read them: ``[tokens, H, W]`` in the
         positions of the prompt's analysis (SD3: CLIP and T5 maps combined, ``text_maps``)."""
@@ -508,47 +491,6 @@ class Engine:
             pipe = self.pipe
             self._token_matrices[prompt] = token_matrix(prompt, pipe.tokenizer, pipe.tokenizer_3, T5_LENGTH)
         return combine(maps, self._token_matrices[prompt], self.text_maps)
-
-    @torch.no_grad()
-    def _decode(self, latents: torch.Tensor, size: tuple[int, int]) -> list[Any]:
-        """PIL images, as the family's pipeline decodes them (SD: safety checker if any; SDXL:
-        the VAE's latent statistics and fp16 upcast when configured, watermark if any)."""
-        pipe = self.pipe
-        vae = pipe.vae
-        if self.family == "sdxl":
-            return self._decode_sdxl(latents)
-        if self.family == "flux":
-            latents = pipe._unpack_latents(latents, *size, pipe.vae_scale_factor)
-        if self.family in ("sd3", "flux"):
-            z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-            decoded: list[Any] = pipe.image_processor.postprocess(vae.decode(z, return_dict=False)[0], output_type="pil")
-            return decoded
-        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        image, nsfw = pipe.run_safety_checker(image, self.device, latents.dtype)
-        denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
-        images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize)
-        return images
-
-    def _decode_sdxl(self, latents: torch.Tensor) -> list[Any]:
-        pipe, vae = self.pipe, self.pipe.vae
-        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
-        if upcast:
-            pipe.upcast_vae()
-        z = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean_t = torch.tensor(mean).view(1, 4, 1, 1).to(z.device, z.dtype)
-            std_t = torch.tensor(std).view(1, 4, 1, 1).to(z.device, z.dtype)
-            z = z * std_t / vae.config.scaling_factor + mean_t
-        else:
-            z = z / vae.config.scaling_factor
-        image = vae.decode(z, return_dict=False)[0]
-        if upcast:
-            vae.to(dtype=torch.float16)
-        if getattr(pipe, "watermark", None) is not None:
-            image = pipe.watermark.apply_watermark(image)
-        images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil")
-        return images
 
 
 def _intervenes(plugin: Any) -> bool:
