@@ -52,15 +52,23 @@ def test_no_generic_top_level_packages_are_declared():
     assert all(name == "attnguide" or name.startswith("attnguide.") for name in config["packages"])
 
 
-def test_package_data_patterns_cover_every_shipped_toy_weight_file():
-    import fnmatch
+def test_package_data_patterns_cover_every_shipped_toy_weight_and_ablation_file():
     import tomllib
 
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     weights = ROOT / "framework" / "toyworld" / "weights"
     files = [p.relative_to(weights.parent).as_posix() for p in weights.rglob("*") if p.is_file()]
     assert len(files) >= 8, files
+    _all_shipped(files, patterns["attnguide.toyworld"])
+    ablations = [p.relative_to(ROOT / "framework" / "tune").as_posix()
+                 for p in (ROOT / "framework" / "tune" / "ablations").iterdir()]
+    _all_shipped(ablations, patterns["attnguide.tune"])
+
+
+def _all_shipped(files: list[str], patterns: list[str]) -> None:
+    import fnmatch
+
     for name in files:
         # setuptools globs: "*" does not cross "/"
         assert any(fnmatch.fnmatch(name, pat) and name.count("/") == pat.count("/")
-                   for pat in patterns["attnguide.toyworld"]), f"{name} would not ship in the wheel"
+                   for pat in patterns), f"{name} would not ship in the wheel"

@@ -52,20 +52,20 @@ def register(sub: Any) -> None:
     t.add_argument("--train-text-encoder", action="store_true",
                    help="train the text encoder too (default: frozen at its random initialisation)")
     t.add_argument("--text-layers", type=int, default=1,
-                   help="causal layers of the new text encoder (default 1, toy world v1; v2 was trained with 3 "
-                        "and --train-text-encoder; ignored with --init-from)")
+                   help="causal layers of a new text encoder (default 1, as toy world v1; the v2 attempt "
+                        "used 3 with --train-text-encoder; ignored with --init-from)")
     t.add_argument("--max-objects", type=int, default=2, choices=[1, 2, 3],
                    help="scenes of 1..N objects, cycled evenly (default 2)")
     t.add_argument("--lr", type=float, default=6e-4, help="peak UNet learning rate (default 6e-4)")
     t.add_argument("--init-from", default=None,
-                   help="continue from a trained pipeline: 'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a "
+                   help="continue from a trained pipeline: 'toyworld' or 'toyworld-v1' (shipped) or a "
                         "folder; --vae-steps 0 keeps its VAE")
     t.add_argument("--grounding-weight", type=float, default=0.1,
                    help="weight of the token-grounding loss on the 16x16 cross-attention maps (default 0.1; 0: off)")
     t.set_defaults(func=run_train)
     e = toy.add_parser("evaluate", help="binding accuracy of guidance methods on the toy model, judged by the detector")
     e.add_argument("--model", default="toyworld",
-                   help="'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a trained pipeline folder")
+                   help="'toyworld' or 'toyworld-v1' (shipped) or a trained pipeline folder")
     e.add_argument("--methods", default=_DefaultMethods(),
                    help="comma-separated methods or loss plugins, each optionally with parameter overrides "
                         "as NAME:KEY=VALUE[:KEY=VALUE], e.g. syngen:step_size=5 (default: %(default)s)")
@@ -88,7 +88,7 @@ def register(sub: Any) -> None:
     e.set_defaults(func=run_evaluate)
     a = toy.add_parser("attention", help="do the model's cross-attention maps put each token on its own object?")
     a.add_argument("--model", default="toyworld",
-                   help="'toyworld', 'toyworld-v1', 'toyworld-v2' (shipped) or a trained pipeline folder")
+                   help="'toyworld' or 'toyworld-v1' (shipped) or a trained pipeline folder")
     a.add_argument("--scenes", type=int, default=8, help="two-object scenes to measure (default 8)")
     a.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a table")

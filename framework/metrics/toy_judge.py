@@ -40,7 +40,7 @@ def image_model(entry: ImageEntry) -> str | None:
 
 def is_toyworld_run(contents: RunContents) -> bool:
     """Whether every image of the run whose metadata names its model was made by a toy-world model
-    (``toyworld``, ``toyworld-v1``, ``toyworld-v2``), and at least one does."""
+    (``toyworld``, ``toyworld-v1``), and at least one does."""
     models = {m for m in (image_model(e) for e in contents.images) if m is not None}
     return bool(models) and all(is_toy_model(m) for m in models)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .families import FAMILIES, Family
 
-EMBEDDED_FAMILIES: dict[str, Family] = {"tiny": "sd", "toyworld": "sd", "toyworld-v1": "sd", "toyworld-v2": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3",
+EMBEDDED_FAMILIES: dict[str, Family] = {"tiny": "sd", "toyworld": "sd", "toyworld-v1": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3",
                                         "tiny-flux": "flux"}
 SINGLE_FILE_MARKERS: tuple[tuple[str, Family], ...] = (
     ("double_blocks.0.img_attn.", "flux"),

@@ -12,7 +12,7 @@ from .tokenizer import clip_tokenizer
 from .toy_names import is_toy_model
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld", "toyworld-v1", "toyworld-v2")
+EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld", "toyworld-v1")
 """Models that ship with attnguide: ``tiny``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux`` (random weights, for tests) and
 ``toyworld`` (the trained toy-world model, docs/toyworld.md)."""
 

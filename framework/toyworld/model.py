@@ -36,12 +36,12 @@ MAX_WEIGHT_BYTES = 25 * 1024 * 1024  # all three models as fp32 safetensors
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 """The shipped trained pipeline (package data): diffusers layout without the tokenizer folder,
 which is built from the shipped CLIP vocabulary instead. ``TRAINED_WITH.json`` says how. This is
-toy world v1; v2 lives beside it in ``weights_v2`` (``toy_weights_dir``)."""
+toy world v1, loadable as ``toyworld`` and ``toyworld-v1`` (``toy_weights_dir``)."""
 
 
 def toy_weights_dir(name: str = "toyworld") -> Path:
-    """The shipped weights folder of a toy model name (``toyworld``, ``toyworld-v1``,
-    ``toyworld-v2``: ``attnguide.models.toy_names``)."""
+    """The shipped weights folder of a toy model name (``toyworld``, ``toyworld-v1``:
+    ``attnguide.models.toy_names``)."""
     from ..models.toy_names import TOY_MODELS
 
     if name not in TOY_MODELS:
@@ -81,8 +81,8 @@ def toy_unet() -> UNet2DConditionModel:
 
 
 def toy_text_encoder(layers: int = 1) -> CLIPTextModel:
-    """CLIP text transformer of ``layers`` causal layers (v1: one; v2: three, trained, so token
-    states mix as CLIP's do), width 64, over the full CLIP vocabulary (77 positions)."""
+    """CLIP text transformer of ``layers`` causal layers (v1: one; the v2 attempt: three, trained,
+    so that token states mix as CLIP's do), width 64, over the full CLIP vocabulary (77 positions)."""
     return clip_text_encoder(width=TEXT_WIDTH, layers=layers, heads=4, intermediate=4 * TEXT_WIDTH)
 
 

@@ -307,8 +307,8 @@ def train(out_dir: str | Path, vae_steps: int = 2500, unet_steps: int = 3500, ba
     ``pipeline`` snapshots every 500 diffusion steps); return the pipeline folder (load it with
     ``load_pipeline``).
 
-    ``text_layers``: causal layers of a new text encoder (1 for toy world v1, 3 for v2; ignored
-    with ``init_from``, whose encoder is kept).
+    ``text_layers``: causal layers of a new text encoder (1 for toy world v1, 3 in the v2 attempt of
+    docs/toyworld.md; ignored with ``init_from``, whose encoder is kept).
     ``init_from``: a trained toy pipeline folder to continue from instead of random weights; then
     ``vae_steps`` may be 0 (keep its VAE and latent scale), and the folder's ``TRAINED_WITH.json``
     (or its parent's) is kept in this run's record under ``"init_from_record"``.
