@@ -58,6 +58,7 @@ def test_an_unknown_ablation_name_lists_the_shipped_ones():
     (["tune", "--method", "syngen", "--ablation", "toyworld", "--out", "x"], "not both or neither"),
     (["tune", "--ablation", "toyworld", "--param", "step_size=1,2", "--out", "x"], "--param tunes one method"),
     (["tune", "--ablation", "toyworld", "--write-recipe", "r.yaml", "--out", "x"], "--write-recipe tunes one"),
+    (["tune", "--ablation", "toyworld", "--search", "random", "--trials", "2", "--out", "x"], "whole grid"),
 ])
 def test_cli_refuses_mixed_or_missing_method_flags(tmp_path, monkeypatch, capsys, argv, words):
     monkeypatch.chdir(tmp_path)

@@ -132,6 +132,9 @@ def _run_ablation(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')} tunes one method; an --ablation file holds every "
                               "method's space")
+    if args.search != "grid" or args.trials is not None:
+        raise ConfigError("an --ablation searches every method's whole grid; --search random and --trials are "
+                          "for one method")
     entries = read_ablation(args.ablation)
     if args.only is not None:
         entries = select_entries(entries, args.only, args.ablation)
