@@ -57,6 +57,7 @@ SHORTEN: dict[tuple[str, ...], dict[str, int | str | None]] = {
     ("attnguide", "toyworld", "attention"): {"--scenes": 1},
     ("attnguide", "toyworld", "train"): {"--vae-steps": 2, "--unet-steps": 2, "--batch-size": 2},
     ("python", "-m", "benchmarks.guidance"): {"--steps": 2, "--repeats": 1},
+    ("attnguide", "tune"): {"--calibration": 2, "--heldout": 2, "--steps": 2, "--quiet": None},
 }
 
 # documented command -> chain (commands of a chain run in this order in one folder)
@@ -136,6 +137,8 @@ SLOW: dict[str, str] = {
     "attnguide toyworld evaluate --methods "
     "none,syngen,entropy_syngen,entropy_syngen_diffuse,attend_excite,astar,syngen:step_size=3 --samples 200 "
     "--single-samples 100 --seed 0 --out eval/all": "toyworld_split",
+    "attnguide tune --ablation toyworld --only syngen,entropy_syngen,attend_excite,astar --model toyworld-v1 "
+    "--calibration 48 --heldout 128 --out runs/ablation4": "ablation4",
     "python -m benchmarks.guidance --quick --json bench.json": "benchmarks",
     "python -m benchmarks.guidance --models tiny,mid --repeats 3": "benchmarks",
     "python -m benchmarks.guidance --models mid --methods none,syngen,attend_excite --steps 50 --repeats 2 "
