@@ -36,9 +36,10 @@ from .parse_view import analysis_json
 from .session import CellResult, ExploreSession, Job
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
-DEFAULT_METHODS = {"toyworld": [{"name": "none"}, {"name": "syngen", "params": {"step_size": "3"}}]}
-DEFAULT_METHODS["toyworld-v1"] = DEFAULT_METHODS["toyworld"]
-"""First columns of the page; on the toy model SynGen at step size 3 (docs/toyworld.md)."""
+TOY_METHODS = [{"name": "none"}, {"name": "syngen", "params": {"step_size": "3"}}]
+DEFAULT_METHODS = [{"name": "none"}, {"name": "syngen"}]
+"""First columns of the page: on a toy-world model SynGen at the step size measured there (3,
+docs/toyworld.md), elsewhere at its defaults."""
 
 
 def static_dir() -> Path:
@@ -89,7 +90,7 @@ class _Api:
             "defaults": {"prompt": "a red circle and a blue square" if is_toy_model(model) else
                          "a pink sunflower and a yellow flamingo", "seed": 0, "steps": 50,
                          "guidance_scale": 7.5, "parser": "spacy"},
-            "methods": DEFAULT_METHODS.get(model, [{"name": "none"}, {"name": "syngen"}]),
+            "methods": TOY_METHODS if is_toy_model(model) else DEFAULT_METHODS,
         })
 
     async def methods(self, request: Request) -> Response:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES, Family
+from .toy_names import TOY_MODELS, is_toy_model
 
-EMBEDDED_FAMILIES: dict[str, Family] = {"tiny": "sd", "toyworld": "sd", "toyworld-v1": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3",
-                                        "tiny-flux": "flux"}
+EMBEDDED_FAMILIES: dict[str, Family] = {"tiny": "sd", **dict.fromkeys(TOY_MODELS, "sd"), "tiny-sdxl": "sdxl",
+                                        "tiny-sd3": "sd3", "tiny-flux": "flux"}
 SINGLE_FILE_MARKERS: tuple[tuple[str, Family], ...] = (
     ("double_blocks.0.img_attn.", "flux"),
     ("joint_blocks.0.context_block.", "sd3"),
@@ -86,7 +87,7 @@ def _embedded_denoiser(model: str) -> Any:
         from .tiny import tiny_unet
 
         return tiny_unet
-    if model.startswith("toyworld"):  # every version shares the toy UNet layout
+    if is_toy_model(model):  # every toy-world name shares the toy UNet layout
         from ..toyworld.model import toy_unet
 
         return toy_unet

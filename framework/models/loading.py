@@ -9,10 +9,10 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .tokenizer import clip_tokenizer
-from .toy_names import is_toy_model
+from .toy_names import TOY_MODELS, is_toy_model
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "toyworld", "toyworld-v1")
+EMBEDDED_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", *TOY_MODELS)
 """Models that ship with attnguide: ``tiny``, ``tiny-sdxl``, ``tiny-sd3``, ``tiny-flux`` (random weights, for tests) and
 ``toyworld`` (the trained toy-world model, docs/toyworld.md)."""
 

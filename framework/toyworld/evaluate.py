@@ -290,7 +290,7 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
         s_lo, s_hi = row["single_object_ci95"]
         single = "—" if not row["single_object_n"] else \
             f"{pct(row['single_object_accuracy'])} ({row['single_object_n']}; {pct(s_lo)}–{pct(s_hi)})"
-        cells = " | ".join(rate(row, name) for name in ("both_present", "neglect", "swap", "leak"))
+        cells = " | ".join(rate(row, name) for name in RATES)
         lines.append(f"| {method} | {pct(row['binding_accuracy'])} | {pct(lo)}–{pct(hi)} | {cells} | {row['n']} | "
                      f"{single} | {paired(row)} |")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ settings, skips what is done; growing the grid reuses the points already scored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +61,12 @@ def tune(
         Dimension(str(k), tuple(v), f"space[{k!r}]") for k, v in space.items()]
     check_space(specs, dims, registry)
     points = _points(dims, search, trials, search_seed)
-    scorer = metric if isinstance(metric, Metric) else metric_from_callable(metric)
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    scorer = _scorer(metric, batch_size)
     _check_disjoint(calibration, heldout)
     if baseline is not None and len(baseline) != len(heldout):
         raise ConfigError(f"baseline has {len(baseline)} scores for {len(heldout)} held-out samples")
-    folder = Path(out_dir) if out_dir is not None else None
     config = {"method": specs, "metric": scorer.name, "sampling": sampling, **dict(settings or {})}
-    lock = None
-    if folder is not None:
-        from ..runs.lock import RunLock
-
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = RunLock.acquire(folder)
-    try:
-        log = EvaluationLog(folder, settings_hash(config))
+    with _open_log(out_dir, config) as (folder, log):
         run = _Runner(engine, specs, scorer, log, batch_size, sampling)
         total = len(points) * len(calibration) + (2 if baseline is None else 1) * len(heldout)
         with _bar(progress, total) as bar:
@@ -90,9 +81,6 @@ def tune(
         if folder is not None:
             write_json(folder, result)
         return result
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def baseline_scores(
@@ -109,11 +97,24 @@ def baseline_scores(
     """The scores of ``none`` (no guidance) on ``heldout``, in order: what ``tune`` compares every
     chosen point with, computed once here when several methods share one held-out split. With
     ``out_dir``, logged to ``out_dir/evaluations.jsonl`` (resumable, locked while it runs)."""
-    scorer = metric if isinstance(metric, Metric) else metric_from_callable(metric)
+    scorer = _scorer(metric, batch_size)
+    config = {"method": [], "metric": scorer.name, "sampling": sampling, **dict(settings or {})}
+    with _open_log(out_dir, config) as (_, log), _bar(progress, len(heldout)) as bar:
+        return _Runner(engine, [], scorer, log, batch_size, sampling).scores(None, heldout, bar)
+
+
+def _scorer(metric: Metric | Callable[[Any, str], float], batch_size: int) -> Metric:
+    """``metric`` as a ``Metric``, once ``batch_size`` is known to be usable."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    return metric if isinstance(metric, Metric) else metric_from_callable(metric)
+
+
+@contextlib.contextmanager
+def _open_log(out_dir: str | Path | None, config: Mapping[str, Any]) -> Iterator[tuple[Path | None, EvaluationLog]]:
+    """``(folder, the evaluation log of config's settings)``; with ``out_dir``, the folder is
+    created and holds the run lock until the block ends (also on an error)."""
     folder = Path(out_dir) if out_dir is not None else None
-    config = {"method": [], "metric": scorer.name, "sampling": sampling, **dict(settings or {})}
     lock = None
     if folder is not None:
         from ..runs.lock import RunLock
@@ -121,9 +122,7 @@ def baseline_scores(
         folder.mkdir(parents=True, exist_ok=True)
         lock = RunLock.acquire(folder)
     try:
-        run = _Runner(engine, [], scorer, EvaluationLog(folder, settings_hash(config)), batch_size, sampling)
-        with _bar(progress, len(heldout)) as bar:
-            return run.scores(None, heldout, bar)
+        yield folder, EvaluationLog(folder, settings_hash(config))
     finally:
         if lock is not None:
             lock.release()
