@@ -9,6 +9,7 @@ states, plus ``pooled_projections``, as ``StableDiffusion3Pipeline.__call__`` bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,22 @@ T5_LENGTH = 256
 """SD3's T5 window (``max_sequence_length``): text = 77 CLIP positions + 256 T5 positions."""
 FLUX_T5_LENGTH = 512
 """Flux-dev's T5 window: its 512 T5 positions are the text tokens."""
+
+
+def cached_encoder(pipe: Any, family: Family, cfg: SamplingConfig, size: tuple[int, int],
+                   device: torch.device) -> Callable[[str], torch.Tensor]:
+    """``text -> [L, D]``: ``pipe``'s conditional embedding of one text (no negative prompt, no
+    classifier-free guidance), each text encoded once."""
+    plain = cfg.model_copy(update={"negative_prompt": None, "guidance_scale": 1.0})
+    cache: dict[str, torch.Tensor] = {}
+
+    def encode_text(text: str) -> torch.Tensor:
+        if text not in cache:
+            with torch.no_grad():
+                cache[text] = encode(pipe, family, plain, [text], device, size).cond[0]
+        return cache[text]
+
+    return encode_text
 
 
 def _encode_sd3(pipe: Any, cfg: SamplingConfig, prompts: list[str], device: torch.device,

@@ -31,16 +31,16 @@ from ..plugin.manager import AttnguidePluginManager, make_plugin_manager, run_pl
 from ..plugin.specs import CallbackLike, LossLike, build_callbacks, build_losses
 from ..types import GuidanceContext, PromptAnalysis
 from .attention import AttentionStore, capture_attention, check_layers
-from .conditioning import T5_LENGTH, Conditioning, encode, rows_of
-from .decoding import decode, prepare_flux
+from .conditioning import T5_LENGTH, Conditioning, cached_encoder, encode, rows_of
+from .family_calls import decode, predict, prepare_flux
 from .guidance import custom_update, guide_batch
 from .interventions import edited_conditioning, implements, initial_latents
-from .modulation import Modulation
-from .requests import MapRequest, check_requests, requests_of, selected_layers, unet_grids
+from .modulation import install_modulation
+from .requests import install_requests
 from .runtime import RuntimeConfig, make_fabric
 from .sampling import SamplingConfig, image_draws, sampling_config, scheduler_time
 from .state import ImageRecord, RunState
-from .text_maps import TextMaps, combine, token_matrix
+from .text_maps import PromptMaps, TextMaps
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Engine:
         self.truncate_guidance = truncate_guidance and not reference_style
         self.text_maps: TextMaps = text_maps
         self.batch_guidance = batch_guidance
-        self._token_matrices: dict[str, torch.Tensor] = {}
+        self._view = PromptMaps(pipe, self.family, text_maps, T5_LENGTH)
         if reference_style and self.family in ("sd3", "flux"):
             raise ConfigError(
                 f"reference_style runs classic attention processors, which {type(pipe).__name__}'s joint attention has not"
@@ -223,8 +223,10 @@ class Engine:
         run.plugins = [*loss_plugins, *callback_plugins]
         run_pm = run_plugin_manager([(p.name, p) for p in run.plugins])
         weights = {p.name: p.weight for p in loss_plugins}
-        requests = self._install_requests(run.plugins, cfg.resolve_size(self.pipe))
-        self._install_modulation(run, run_pm, cfg.resolve_size(self.pipe))
+        height, width = cfg.resolve_size(self.pipe)
+        latent = (height // int(self.pipe.vae_scale_factor), width // int(self.pipe.vae_scale_factor))
+        requests = install_requests(self.store, run.plugins, self.family, self.denoiser, latent)
+        install_modulation(self.store, run, run_pm, self.family, self.denoiser, latent)
         # A run without plugins (an ablation's baseline) keeps the model's own processors: its
         # loop is the pipeline's, with nothing installed that could cost time.
         capture = (capture_attention(self.denoiser, self.store, classic=self.reference_style,
@@ -244,37 +246,6 @@ class Engine:
         """Whether ``run`` installs the capturing attention processors: when it has plugins, or
         runs reference style (classic attention); else the model keeps its own processors."""
         return bool(run.plugins) or self.reference_style
-
-    def _install_requests(self, plugins: list[Any], size: tuple[int, int]) -> list[tuple[str, MapRequest]]:
-        """One extra store per distinct map request of the run's plugins (checked against the
-        model first); none when nobody asks."""
-        requests = requests_of(plugins)
-        if not requests:
-            return []
-        grids = self._checked_grids(requests, size)
-        self.store.extras = {r: AttentionStore(None, selected_layers(r, grids), kind=r.kind) for _, r in requests}
-        return requests
-
-    def _checked_grids(self, requests: list[tuple[str, MapRequest]], size: tuple[int, int]) -> dict[str, tuple[int, int]]:
-        """The UNet's attention grids at image ``size``, after checking that ``requests`` can be
-        served there (a ``ConfigError`` naming the plugin otherwise)."""
-        latent = (size[0] // int(self.pipe.vae_scale_factor), size[1] // int(self.pipe.vae_scale_factor))
-        check_requests(requests, self.family, self.denoiser, latent)
-        return unet_grids(self.denoiser, latent)
-
-    def _install_modulation(self, run: RunState, run_pm: Any, size: tuple[int, int]) -> None:
-        """The run's attention modulation, when a plugin implements it, on the layers its
-        ``modulated_layers()`` names (checked against the model)."""
-        if not implements(run_pm, "attnguide_modulate_attention"):
-            return
-        requests = requests_of(run.plugins, "modulated_layers")
-        modulating = [p.name for p in run.plugins if callable(getattr(p, "attnguide_modulate_attention", None))]
-        if not requests:
-            raise ConfigError(f"plugin {modulating[0]!r} modulates attention but names no layers: return "
-                              "MapRequest('cross', every=True) (or a resolution, or layer names) from modulated_layers()")
-        grids = self._checked_grids(requests, size)
-        layers = sorted({n for _, r in requests for n in selected_layers(r, grids)})
-        self.store.modulation = Modulation(run_pm, layers, [r.analysis for r in run.records], run.plugin_state)
 
     def _analyses(
         self, prompts: list[str], given: Sequence[PromptAnalysis] | None, needed: bool
@@ -324,7 +295,7 @@ class Engine:
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
-        encoder = self._encode_one(cfg, (height, width)) if implements(run_pm, "attnguide_edit_embeddings") else None
+        encoder = cached_encoder(pipe, self.family, cfg, (height, width), self.device) if implements(run_pm, "attnguide_edit_embeddings") else None
         started = time.perf_counter()
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
@@ -385,10 +356,10 @@ class Engine:
         differentiable w.r.t. ``z``."""
         self._set_rows([(b, "cond") for b in images], step)
         with self.store.capture(truncate=self.truncate_guidance, extras=True), self.fabric.autocast():
-            self._predict(z, t, rows_of(text.cond, images), text.image_kwargs(images))
+            predict(self.pipe, self.family, self.denoiser, self.store, z, t, rows_of(text.cond, images), text.image_kwargs(images))
         maps = self.store.maps()
         extras = {request: store.maps() for request, store in self.store.extras.items()}
-        views = [self._losses_view(maps[k], run.records[b].prompt) for k, b in enumerate(images)]
+        views = [self._view(maps[k], run.records[b].prompt) for k, b in enumerate(images)]
         return views, [{request: m[k] for request, m in extras.items()} for k in range(len(images))]
 
     def _forward_one(self, z: torch.Tensor, t: torch.Tensor, text: Conditioning, b: int,
@@ -406,8 +377,9 @@ class Engine:
             assert run.latents is not None
             self._set_rows([(b, "cond")], step)
             with torch.enable_grad(), self.store.capture(), self.fabric.autocast():
-                prediction = self._predict(run.latents[b : b + 1].detach(), t, embeds[None], text.image_kwargs(b))
-            return prediction, self._losses_view(self.store.maps()[0], run.records[b].prompt)
+                prediction = predict(self.pipe, self.family, self.denoiser, self.store, run.latents[b : b + 1].detach(), t,
+                                     embeds[None], text.image_kwargs(b))
+            return prediction, self._view(self.store.maps()[0], run.records[b].prompt)
 
         return forward
 
@@ -419,19 +391,6 @@ class Engine:
         """Image ``b``'s maps of the last guided step before ``step`` (on the device), or None."""
         earlier = [s for s in run.guidance_maps if s < step and b in run.guidance_maps[s]]
         return run.guidance_maps[max(earlier)][b].to(self.device) if earlier else None
-
-    def _encode_one(self, cfg: SamplingConfig, size: tuple[int, int]) -> Any:
-        """``text -> [L, D]``: this pipeline's conditional embedding of one text, cached."""
-        plain = cfg.model_copy(update={"negative_prompt": None, "guidance_scale": 1.0})
-        cache: dict[str, torch.Tensor] = {}
-
-        def encode_text(text: str) -> torch.Tensor:
-            if text not in cache:
-                with torch.no_grad():
-                    cache[text] = encode(self.pipe, self.family, plain, [text], self.device, size).cond[0]
-            return cache[text]
-
-        return encode_text
 
     @torch.no_grad()
     def _cfg_step(
@@ -445,52 +404,19 @@ class Engine:
         rows = slice(batch, None) if text.cfg else slice(None)
         branches = ([(b, "uncond") for b in range(batch)] if text.cfg else []) + [(b, "cond") for b in range(batch)]
         self._set_rows(branches, step)
-        compiled = None if self._captures(run) else self._compiled
+        model = self.denoiser if self._captures(run) or self._compiled is None else self._compiled
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
-            noise = self._predict(model_input, t, text.embeds, text.forward_kwargs(), compiled)
+            noise = predict(self.pipe, self.family, model, self.store, model_input, t, text.embeds, text.forward_kwargs())
         if capture:
             maps = self.store.maps()
             if self.family == "sd3":
-                maps = torch.stack([self._losses_view(m, r.prompt) for m, r in zip(maps, run.records)])
+                maps = torch.stack([self._view(m, r.prompt) for m, r in zip(maps, run.records)])
             run.step_maps[step] = maps.cpu()
         if text.cfg:
             uncond, conditional = noise.chunk(2)
             noise = uncond + cfg.guidance_scale * (conditional - uncond)
         stepped: torch.Tensor = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
         return stepped
-
-    def _predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
-                 extra: dict[str, Any], compiled: Any = None) -> torch.Tensor:
-        """The denoiser's prediction for ``latents: [rows, C, h, w]`` at timestep ``t``, called as
-        the family's pipeline calls it (through ``compiled``, the compiled denoiser, if given)."""
-        denoiser = self.denoiser if compiled is None else compiled
-        if self.family == "sd3":
-            out: torch.Tensor = denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
-                                              encoder_hidden_states=embeds, **extra, return_dict=False)[0]
-            return out
-        if self.family == "flux":
-            rows = latents.shape[0]
-            self.store.text_length = embeds.shape[1]
-            flux: torch.Tensor = denoiser(
-                hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000,
-                encoder_hidden_states=embeds, **extra, return_dict=False,
-            )[0]
-            return flux
-        scaled = self.pipe.scheduler.scale_model_input(latents, t)
-        noise: torch.Tensor = denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
-        return noise
-
-    def _losses_view(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
-        """One image's captured maps as the losses read them: ``[tokens, H, W]`` in the
-        positions of the prompt's analysis (SD3: CLIP and T5 maps combined, ``text_maps``)."""
-        if self.family != "sd3":
-            return maps
-        if prompt not in self._token_matrices:
-            if len(self._token_matrices) >= 256:  # a sweep's prompts: keep the cache bounded
-                self._token_matrices.clear()
-            pipe = self.pipe
-            self._token_matrices[prompt] = token_matrix(prompt, pipe.tokenizer, pipe.tokenizer_3, T5_LENGTH)
-        return combine(maps, self._token_matrices[prompt], self.text_maps)
 
 
 def _intervenes(plugin: Any) -> bool:

@@ -16,9 +16,13 @@ from typing import Any
 
 import torch
 
-from ..errors import PluginError
+from ..errors import ConfigError, PluginError
 from ..plugin.dispatch import invoke_chain
 from ..types import AttentionContext, AttentionEdit, PromptAnalysis
+from .attention import AttentionStore
+from .interventions import implements
+from .requests import checked_grids, requests_of, selected_layers
+from .state import RunState
 
 
 class Modulation:
@@ -80,3 +84,19 @@ class Modulation:
                            where=f"at layer {name}" + (f", step {self.step}" if self.step is not None else ""),
                            check=check)
         return out, values
+
+
+def install_modulation(store: AttentionStore, run: RunState, run_pm: Any, family: str, denoiser: Any,
+                       latent: tuple[int, int]) -> None:
+    """The run's attention modulation, when a plugin implements it, on the layers its
+    ``modulated_layers()`` names (checked against the model)."""
+    if not implements(run_pm, "attnguide_modulate_attention"):
+        return
+    requests = requests_of(run.plugins, "modulated_layers")
+    modulating = [p.name for p in run.plugins if callable(getattr(p, "attnguide_modulate_attention", None))]
+    if not requests:
+        raise ConfigError(f"plugin {modulating[0]!r} modulates attention but names no layers: return "
+                          "MapRequest('cross', every=True) (or a resolution, or layer names) from modulated_layers()")
+    grids = checked_grids(requests, family, denoiser, latent)
+    layers = sorted({n for _, r in requests for n in selected_layers(r, grids)})
+    store.modulation = Modulation(run_pm, layers, [r.analysis for r in run.records], run.plugin_state)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .attention import AttentionStore
 
 MapKind = Literal["cross", "self"]
 
@@ -119,3 +120,23 @@ def requests_of(plugins: Sequence[Any], method: str = "map_requests") -> list[tu
                 seen.add(request)
                 out.append((plugin.name, request))
     return out
+
+
+def checked_grids(requests: list[tuple[str, MapRequest]], family: str, denoiser: Any,
+                  latent: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """The denoiser's attention grids at ``latent`` size ``(h, w)``, after checking that
+    ``requests`` can be served there (a ``ConfigError`` naming the plugin otherwise)."""
+    check_requests(requests, family, denoiser, latent)
+    return unet_grids(denoiser, latent)
+
+
+def install_requests(store: AttentionStore, plugins: list[Any], family: str, denoiser: Any,
+                     latent: tuple[int, int]) -> list[tuple[str, MapRequest]]:
+    """One extra store per distinct map request of ``plugins`` (none when nobody asks); returns
+    the ``(plugin name, request)`` pairs."""
+    requests = requests_of(plugins)
+    if not requests:
+        return []
+    grids = checked_grids(requests, family, denoiser, latent)
+    store.extras = {r: AttentionStore(None, selected_layers(r, grids), kind=r.kind) for _, r in requests}
+    return requests

@@ -56,3 +56,25 @@ def combine(maps: torch.Tensor, matrix: torch.Tensor, mode: TextMaps = "average"
         has_t5 = (matrix.sum(1) > 0).to(maps)[:, None, None]
         out = has_t5 * (clip + from_t5) / 2 + (1 - has_t5) * clip
     return out / out.sum(0, keepdim=True).clamp_min(eps)
+
+
+class PromptMaps:
+    """One image's captured maps as the losses read them, ``[tokens, H, W]`` in the positions
+    of its prompt's analysis: unchanged for every family but SD3, whose CLIP and T5 maps are
+    combined (``combine``) with the prompt's ``token_matrix``, cached per prompt (at most
+    ``cache_size`` prompts, so a sweep's many prompts stay bounded)."""
+
+    def __init__(self, pipe: Any, family: str, mode: TextMaps = "average", t5_length: int = 256,
+                 cache_size: int = 256) -> None:
+        self.pipe, self.family, self.mode, self.t5_length = pipe, family, mode, t5_length
+        self.cache_size = cache_size
+        self.matrices: dict[str, torch.Tensor] = {}
+
+    def __call__(self, maps: torch.Tensor, prompt: str) -> torch.Tensor:
+        if self.family != "sd3":
+            return maps
+        if prompt not in self.matrices:
+            if len(self.matrices) >= self.cache_size:
+                self.matrices.clear()
+            self.matrices[prompt] = token_matrix(prompt, self.pipe.tokenizer, self.pipe.tokenizer_3, self.t5_length)
+        return combine(maps, self.matrices[prompt], self.mode)

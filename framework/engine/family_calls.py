@@ -1,6 +1,8 @@
-"""How each family's pipeline turns latents into pictures, and how Flux prepares its packed
-latents and shifted schedule: the pipeline-specific ends of the engine's loop, kept as the
-diffusers pipelines do them so that unguided outputs match theirs."""
+"""The family-specific calls of the engine's loop, made as each diffusers pipeline makes them so
+that unguided outputs match theirs: the denoiser forward (``predict``: SD 1.x/2.x and SDXL UNets
+take scheduler-scaled latents and the raw timestep, SD3's transformer unscaled latents and a
+per-row timestep, Flux's its packed latents and the timestep / 1000), how latents become
+pictures (``decode``), and how Flux prepares its packed latents and shifted schedule."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import torch
 
 from ..models.families import Family, denoiser
+from .attention import AttentionStore
 from .conditioning import Conditioning
 
 
@@ -75,3 +78,25 @@ def _decode_sdxl(pipe: Any, latents: torch.Tensor) -> list[Any]:
         image = pipe.watermark.apply_watermark(image)
     images: list[Any] = pipe.image_processor.postprocess(image, output_type="pil")
     return images
+
+
+def predict(pipe: Any, family: Family, denoiser: Any, store: AttentionStore, latents: torch.Tensor,
+            t: torch.Tensor, embeds: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
+    """The denoiser's prediction for ``latents: [rows, C, h, w]`` (Flux: ``[rows, seq, C]``) at
+    timestep ``t`` with text ``embeds: [rows, L, D]`` and the family's ``extra`` keywords;
+    ``denoiser`` may be a compiled copy of ``pipe``'s."""
+    if family == "sd3":
+        out: torch.Tensor = denoiser(hidden_states=latents, timestep=t.expand(latents.shape[0]),
+                                     encoder_hidden_states=embeds, **extra, return_dict=False)[0]
+        return out
+    if family == "flux":
+        rows = latents.shape[0]
+        store.text_length = embeds.shape[1]
+        flux: torch.Tensor = denoiser(
+            hidden_states=latents, timestep=t.expand(rows).to(latents.dtype) / 1000,
+            encoder_hidden_states=embeds, **extra, return_dict=False,
+        )[0]
+        return flux
+    scaled = pipe.scheduler.scale_model_input(latents, t)
+    noise: torch.Tensor = denoiser(scaled, t, encoder_hidden_states=embeds, **extra, return_dict=False)[0]
+    return noise
