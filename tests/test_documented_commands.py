@@ -116,6 +116,7 @@ SLOW: dict[str, str] = {
     "attnguide toyworld train --out runs/toy --accelerator cpu": "train",
     "attnguide toyworld train --out runs/v2 --vae-steps 2500 --unet-steps 5000 --seed 0 --accelerator cpu "
     "--text-layers 3 --train-text-encoder": "train",
+    "attnguide toyworld train --out runs/v2b --vae-steps 2500 --unet-steps 9000 --seed 0 --accelerator cpu": "train",
     "attnguide toyworld train --out runs/toy2 --init-from toyworld --vae-steps 0 --unet-steps 5000 --seed 1": "train",
     "attnguide toyworld train --out run1 --vae-steps 2500 --unet-steps 3500 --seed 0 --grounding-weight 0 "
     "--accelerator cpu": "train",
