@@ -12,17 +12,19 @@ what comes back; with value states, the layer's output is the mean over them of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ConfigError, PluginError
 from ..plugin.dispatch import invoke_chain
 from ..types import AttentionContext, AttentionEdit, PromptAnalysis
-from .attention import AttentionStore
 from .interventions import implements
 from .requests import checked_grids, requests_of, selected_layers
-from .state import RunState
+
+if TYPE_CHECKING:
+    from .attention import AttentionStore
+    from .state import RunState
 
 
 class Modulation:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
-from .attention import AttentionStore
+
+if TYPE_CHECKING:
+    from .attention import AttentionStore
 
 MapKind = Literal["cross", "self"]
 
@@ -134,6 +136,8 @@ def install_requests(store: AttentionStore, plugins: list[Any], family: str, den
                      latent: tuple[int, int]) -> list[tuple[str, MapRequest]]:
     """One extra store per distinct map request of ``plugins`` (none when nobody asks); returns
     the ``(plugin name, request)`` pairs."""
+    from .attention import AttentionStore  # torch: not at import, plugins import MapRequest without it
+
     requests = requests_of(plugins)
     if not requests:
         return []
