@@ -123,7 +123,6 @@ class Engine:
         self._parser: Any = None
         self.reference_style = reference_style
         self.truncate_guidance = truncate_guidance and not reference_style
-        self.text_maps: TextMaps = text_maps
         self.batch_guidance = batch_guidance
         self._view = PromptMaps(pipe, self.family, text_maps, T5_LENGTH)
         if reference_style and self.family in ("sd3", "flux"):
@@ -149,6 +148,15 @@ class Engine:
         if not runtime.compile:
             return None
         return torch.compile(self.denoiser, backend=runtime.compile_backend)
+
+    @property
+    def text_maps(self) -> TextMaps:
+        """SD3's CLIP/T5 map combination (``attnguide.engine.text_maps``); settable between runs."""
+        return self._view.mode
+
+    @text_maps.setter
+    def text_maps(self, mode: TextMaps) -> None:
+        self._view.mode = mode
 
     @classmethod
     def from_model(cls, model: str, *, scheduler: str | None = None, **kwargs: Any) -> Engine:
@@ -295,7 +303,8 @@ class Engine:
         run.latents, run.timesteps = latents, [t.item() for t in timesteps]
         invoke(run_pm.hook.on_run_start, run=run)
         losses = [p for p in run.plugins if isinstance(p, LossPlugin)]
-        encoder = cached_encoder(pipe, self.family, cfg, (height, width), self.device) if implements(run_pm, "attnguide_edit_embeddings") else None
+        encoder = (cached_encoder(pipe, self.family, cfg, (height, width), self.device)
+                   if implements(run_pm, "attnguide_edit_embeddings") else None)
         started = time.perf_counter()
         bar = tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False)
         for i, t in enumerate(timesteps):
@@ -356,7 +365,8 @@ class Engine:
         differentiable w.r.t. ``z``."""
         self._set_rows([(b, "cond") for b in images], step)
         with self.store.capture(truncate=self.truncate_guidance, extras=True), self.fabric.autocast():
-            predict(self.pipe, self.family, self.denoiser, self.store, z, t, rows_of(text.cond, images), text.image_kwargs(images))
+            predict(self.pipe, self.family, self.denoiser, self.store, z, t, rows_of(text.cond, images),
+                    text.image_kwargs(images))
         maps = self.store.maps()
         extras = {request: store.maps() for request, store in self.store.extras.items()}
         views = [self._view(maps[k], run.records[b].prompt) for k, b in enumerate(images)]
@@ -377,8 +387,8 @@ class Engine:
             assert run.latents is not None
             self._set_rows([(b, "cond")], step)
             with torch.enable_grad(), self.store.capture(), self.fabric.autocast():
-                prediction = predict(self.pipe, self.family, self.denoiser, self.store, run.latents[b : b + 1].detach(), t,
-                                     embeds[None], text.image_kwargs(b))
+                prediction = predict(self.pipe, self.family, self.denoiser, self.store,
+                                     run.latents[b : b + 1].detach(), t, embeds[None], text.image_kwargs(b))
             return prediction, self._view(self.store.maps()[0], run.records[b].prompt)
 
         return forward
@@ -406,7 +416,8 @@ class Engine:
         self._set_rows(branches, step)
         model = self.denoiser if self._captures(run) or self._compiled is None else self._compiled
         with self.store.capture(rows) if capture else contextlib.nullcontext(), self.fabric.autocast():
-            noise = predict(self.pipe, self.family, model, self.store, model_input, t, text.embeds, text.forward_kwargs())
+            noise = predict(self.pipe, self.family, model, self.store, model_input, t, text.embeds,
+                            text.forward_kwargs())
         if capture:
             maps = self.store.maps()
             if self.family == "sd3":
