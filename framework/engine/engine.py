@@ -245,8 +245,7 @@ class Engine:
                 latents = self._denoise(cfg, prompt_list, draws, run, run_pm, weights, progress)
         finally:
             self.store.extras, self.store.modulation = {}, None
-        images = decode(self.pipe, self.family, latents, cfg.resolve_size(self.pipe), self.device) \
-            if output_type == "pil" else []
+        images = decode(self.pipe, self.family, latents, (height, width), self.device) if output_type == "pil" else []
         invoke(run_pm.hook.on_run_end, run=run, images=images)
         return GenerationResult(images, latents.detach().float().cpu(), records, run, run.config)
 

@@ -95,9 +95,9 @@ def install_modulation(store: AttentionStore, run: RunState, run_pm: Any, family
     if not implements(run_pm, "attnguide_modulate_attention"):
         return
     requests = requests_of(run.plugins, "modulated_layers")
-    modulating = [p.name for p in run.plugins if callable(getattr(p, "attnguide_modulate_attention", None))]
     if not requests:
-        raise ConfigError(f"plugin {modulating[0]!r} modulates attention but names no layers: return "
+        modulating = next(p.name for p in run.plugins if callable(getattr(p, "attnguide_modulate_attention", None)))
+        raise ConfigError(f"plugin {modulating!r} modulates attention but names no layers: return "
                           "MapRequest('cross', every=True) (or a resolution, or layer names) from modulated_layers()")
     grids = checked_grids(requests, family, denoiser, latent)
     layers = sorted({n for _, r in requests for n in selected_layers(r, grids)})

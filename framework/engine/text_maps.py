@@ -64,8 +64,7 @@ class PromptMaps:
     combined (``combine``) with the prompt's ``token_matrix``, cached per prompt (at most
     ``cache_size`` prompts, so a sweep's many prompts stay bounded)."""
 
-    def __init__(self, pipe: Any, family: str, mode: TextMaps = "average", t5_length: int = 256,
-                 cache_size: int = 256) -> None:
+    def __init__(self, pipe: Any, family: str, mode: TextMaps, t5_length: int, cache_size: int = 256) -> None:
         self.pipe, self.family, self.mode, self.t5_length = pipe, family, mode, t5_length
         self.cache_size = cache_size
         self.matrices: dict[str, torch.Tensor] = {}
